@@ -1,0 +1,1 @@
+"""The `k2` command line."""

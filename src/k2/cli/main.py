@@ -1,0 +1,248 @@
+"""`k2`: one entry point for every stage — broker, generate, load, ingest, query, demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from k2.cli.output import OutputFormat, console, render
+from k2.settings import BrokerKind, Settings
+
+app = typer.Typer(
+    help="K2 market data platform: CSV/feeds → Kafka (Avro) → Iceberg → DuckDB.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+broker_app = typer.Typer(help="Manage the local Kafka-protocol broker (embedded profile).", no_args_is_help=True)
+query_app = typer.Typer(help="Query the lake with DuckDB.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(query_app, name="query")
+
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="K2 data directory (env K2_HOME, default ./.k2).", show_default=False)
+]
+
+
+def settings_for(home: Path | None, **overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if home is not None:
+        values["home"] = home
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def parse_time(value: str | None, name: str) -> dt.datetime | None:
+    """ISO date or datetime; no zone means UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date/time like 2024-01-02 or 2024-01-02T14:30:00Z",
+                                 param_hint=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def split_symbols(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [s.strip().upper() for s in value.split(",") if s.strip()]
+
+
+# --------------------------------------------------------------------------------------------------- broker
+
+
+@broker_app.command("start")
+def broker_start(
+    home: HomeOption = None,
+    kind: Annotated[BrokerKind | None, typer.Option(help="tansu (in-memory) or noida (persists).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+) -> None:
+    """Start the local broker in the background (no-op if it is already running)."""
+    from k2.ingest.broker import start_daemon
+
+    state = start_daemon(settings_for(home, broker=kind), port)
+    typer.echo(f"{state.kind} broker running: bootstrap {state.bootstrap} (pid {state.pid})")
+
+
+@broker_app.command("stop")
+def broker_stop(home: HomeOption = None) -> None:
+    """Stop the local broker."""
+    from k2.ingest.broker import stop_daemon
+
+    state = stop_daemon(settings_for(home))
+    typer.echo(f"stopped {state.kind} broker (pid {state.pid})" if state else "no local broker was running")
+
+
+@broker_app.command("status")
+def broker_status(home: HomeOption = None) -> None:
+    """Show whether the local broker runs and where; exit code 1 if it does not."""
+    from k2.ingest.broker import port_open, read_state
+
+    state = read_state(settings_for(home))
+    if state is None:
+        typer.echo("no local broker running (start one with `k2 broker start`)")
+        raise typer.Exit(1)
+    health = "accepting connections" if port_open(state.port) else "NOT accepting connections"
+    typer.echo(f"{state.kind} broker pid {state.pid} on {state.bootstrap}: {health}")
+
+
+# ------------------------------------------------------------------------------------------------- generate
+
+
+@app.command()
+def generate(
+    home: HomeOption = None,
+    date: Annotated[str, typer.Option(help="Trading day (YYYY-MM-DD).")] = "2026-01-05",
+    trades: Annotated[int, typer.Option(min=1, help="Approximate number of trades in the day.")] = 100_000,
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "ALPHA,BRAVO,CHARL,DELTA,ECHO",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed + day = same ticks).")] = 42,
+    out: Annotated[Path | None, typer.Option(help="Write a CSV (generic layout) instead of producing.")] = None,
+) -> None:
+    """Generate a synthetic trading day and produce it to Kafka (or write it as CSV with --out)."""
+    from k2.ingest.generator import generate_trades, write_generic_csv
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise typer.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date") from None
+    table = generate_trades(day, split_symbols(symbols) or [], trades, seed)
+    if out is not None:
+        write_generic_csv(table, str(out))
+        typer.echo(f"wrote {table.num_rows:,} trades for {day} to {out}")
+        return
+    from k2.cli.progress import produce_with_progress
+    from k2.ingest.broker import resolve_bootstrap
+
+    settings = settings_for(home)
+    produce_with_progress(settings, resolve_bootstrap(settings), table)
+    typer.echo(f"produced {table.num_rows:,} trades for {day}")
+
+
+# ----------------------------------------------------------------------------------------------------- load
+
+
+@app.command()
+def load(
+    paths: Annotated[list[Path], typer.Argument(help="CSV file(s) of trades.", show_default=False)],
+    home: HomeOption = None,
+    layout: Annotated[str | None, typer.Option(help="asx | generic (default: detect from the header).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Symbol for ASX files (default: from company_info.csv).")] = None,
+    exchange: Annotated[str | None, typer.Option(help="Exchange code (ASX files default to ASX).")] = None,
+    company_info: Annotated[Path | None, typer.Option(help="ASX company_info.csv for id → symbol.")] = None,
+    show_rejects: Annotated[int, typer.Option(help="How many rejected rows to list.")] = 20,
+) -> None:
+    """Load CSV trades into Kafka: streams in chunks, reports rows read / sent / rejected (line + reason)."""
+    from k2.cli.progress import load_with_progress
+    from k2.ingest.broker import resolve_bootstrap
+
+    if layout not in (None, "asx", "generic"):
+        raise typer.BadParameter(f"{layout!r} is not asx or generic", param_hint="--layout")
+    settings = settings_for(home)
+    bootstrap = resolve_bootstrap(settings)
+    for path in paths:
+        stats, report = load_with_progress(settings, bootstrap, path, layout, symbol, exchange, company_info)  # type: ignore[arg-type]
+        typer.echo(
+            f"{path}: read {stats.rows_read:,} rows, sent {report.delivered:,}, rejected {stats.rows_rejected:,}"
+        )
+        for rejected in stats.rejected[:show_rejects]:
+            typer.echo(f"  line {rejected.line}: {rejected.reason}")
+        if stats.rows_rejected > show_rejects:
+            typer.echo(f"  … {stats.rows_rejected - show_rejects} more rejected rows")
+
+
+# --------------------------------------------------------------------------------------------------- ingest
+
+
+@app.command()
+def ingest(
+    home: HomeOption = None,
+    max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
+    idle_seconds: Annotated[float | None, typer.Option(help="Stop after this long with no new records.")] = None,
+) -> None:
+    """Consume the trades topic into the Iceberg table (exactly once) until idle or --max-messages."""
+    from k2.cli.progress import ingest_with_progress
+    from k2.ingest.broker import resolve_bootstrap
+
+    settings = settings_for(home)
+    report = ingest_with_progress(settings, resolve_bootstrap(settings), max_messages, idle_seconds)
+    typer.echo(
+        f"landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"
+        + (f"; {report.undecodable} undecodable records skipped" if report.undecodable else "")
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- query
+
+SymbolOption = Annotated[str | None, typer.Option("--symbol", "-s", help="Symbol(s), comma-separated.")]
+StartOption = Annotated[str | None, typer.Option(help="From (inclusive), ISO date/time; no zone = UTC.")]
+EndOption = Annotated[str | None, typer.Option(help="To (exclusive), ISO date/time; no zone = UTC.")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+SnapshotOption = Annotated[int | None, typer.Option(help="Read as of this Iceberg snapshot id (time travel).")]
+
+
+@query_app.command("trades")
+def query_trades(
+    home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = 100,
+    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+) -> None:
+    """Trades in time order."""
+    from k2.query.engine import QueryEngine, TimeRange
+
+    span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
+    engine = QueryEngine(settings_for(home))
+    render(engine.trades(split_symbols(symbol), span, limit, snapshot), fmt, "trades")
+
+
+@query_app.command("bars")
+def query_bars(
+    home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
+    interval: Annotated[str, typer.Option("--interval", "-i", help="Bar size: 1m, 5m, 1h, 1d …")] = "1m",
+    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+) -> None:
+    """OHLCV bars (open, high, low, close, volume, trade count, VWAP)."""
+    from k2.query.engine import QueryEngine, TimeRange
+
+    span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
+    engine = QueryEngine(settings_for(home))
+    render(engine.bars(split_symbols(symbol), interval, span, snapshot), fmt, f"{interval} bars")
+
+
+@query_app.command("symbols")
+def query_symbols(home: HomeOption = None, fmt: FormatOption = OutputFormat.TABLE) -> None:
+    """Trade count and time span per symbol."""
+    from k2.query.engine import QueryEngine
+
+    render(QueryEngine(settings_for(home)).counts(), fmt, "symbols")
+
+
+# ----------------------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    home: HomeOption = None,
+    asx: Annotated[bool, typer.Option("--asx", help="Load the bundled real ASX sample (DVN, MWR) instead.")] = False,
+    trades: Annotated[int, typer.Option(min=1, help="Synthetic trades in the day.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    broker: Annotated[BrokerKind | None, typer.Option(help="Local broker to run.")] = None,
+) -> None:
+    """End to end: start a broker, generate a day, produce → consume → Iceberg → DuckDB, summarise, stop."""
+    from k2.cli.demo import run_demo
+
+    run_demo(settings_for(home, broker=broker), asx=asx, trades=trades, seed=seed)
+
+
+def main() -> None:
+    """Console entry point: K2's own errors become one clear line and exit code 1, not a traceback."""
+    from k2.errors import K2_ERRORS
+
+    try:
+        app()
+    except K2_ERRORS as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(1) from None

@@ -1,0 +1,51 @@
+"""Rendering Arrow tables for the terminal (Rich), CSV or JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from enum import StrEnum
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[no-any-return]
+    return str(value)
+
+
+def render(table: pa.Table, fmt: OutputFormat, title: str | None = None, max_rows: int = 200) -> None:
+    if fmt is OutputFormat.CSV:
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer)
+        sys.stdout.write(buffer.getvalue().decode())
+        return
+    if fmt is OutputFormat.JSON:
+        for row in table.to_pylist():
+            sys.stdout.write(json.dumps({k: _cell(v) if not isinstance(v, int | str) else v for k, v in row.items()}))
+            sys.stdout.write("\n")
+        return
+    out = Table(title=title, show_lines=False)
+    for name in table.column_names:
+        out.add_column(name, justify="right" if pa.types.is_integer(table.schema.field(name).type)
+                       or pa.types.is_decimal(table.schema.field(name).type) else "left")
+    for row in table.slice(0, max_rows).to_pylist():
+        out.add_row(*(_cell(v) for v in row.values()))
+    Console().print(out)
+    if table.num_rows > max_rows:
+        console.print(f"… {table.num_rows - max_rows} more rows (use --format csv or --limit)")

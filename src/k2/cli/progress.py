@@ -1,0 +1,55 @@
+"""Rich progress bars around the long-running pipeline stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from k2.cli.output import console
+from k2.ingest import pipeline
+from k2.ingest.consumer import IngestReport
+from k2.ingest.csv_loader import Layout, LoadStats
+from k2.ingest.producer import DeliveryReport
+from k2.settings import Settings
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+
+
+def produce_with_progress(settings: Settings, bootstrap: str, table: pa.Table) -> DeliveryReport:
+    with _progress() as bar:
+        task = bar.add_task("produce → Kafka", total=table.num_rows)
+        return pipeline.produce_table(settings, bootstrap, table, on_progress=lambda n: bar.advance(task, n))
+
+
+def load_with_progress(
+    settings: Settings, bootstrap: str, path: Path, layout: Layout | None, symbol: str | None,
+    exchange: str | None, company_info: Path | None,
+) -> tuple[LoadStats, DeliveryReport]:
+    with _progress() as bar:
+        task = bar.add_task(f"load {path.name} → Kafka", total=None)
+        return pipeline.load_csv(
+            settings, bootstrap, path, layout, symbol, exchange, company_info,
+            on_progress=lambda n: bar.advance(task, n),
+        )
+
+
+def ingest_with_progress(
+    settings: Settings, bootstrap: str, max_messages: int | None = None, idle_seconds: float | None = None,
+    expected: int | None = None,
+) -> IngestReport:
+    with _progress() as bar:
+        task = bar.add_task("consume → Iceberg", total=expected or max_messages)
+
+        def update(report: IngestReport) -> None:
+            bar.update(task, completed=report.rows_landed)
+
+        return pipeline.ingest(
+            settings, bootstrap, max_messages=max_messages, idle_seconds=idle_seconds, on_progress=update
+        )

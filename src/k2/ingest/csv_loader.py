@@ -1,0 +1,292 @@
+"""CSV → validated Arrow batches of trades, streamed in chunks, every bad row reported with its line and reason.
+
+Two layouts:
+- `asx`: the ASX tick files (no header; MM/DD/YYYY, HH:MM:SS.mmm Australia/Sydney local time, price, volume,
+  qualifier, venue, buyer). The symbol comes from `company_info.csv` (file name = company id) or `--symbol`.
+  There are no sequence numbers: file order is exchange order, so sequence = line number in the file.
+- `generic`: a header naming at least symbol, ts, price, size; optional exchange, sequence, trade_id, side,
+  conditions. `ts` is ISO-8601 (`2024-01-02T14:30:00.123456Z`, an offset, or no zone = UTC).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+Layout = Literal["asx", "generic"]
+
+ASX_TRADE_COLUMNS = ["date", "time", "price", "volume", "qualifier", "venue", "buyer"]
+ASX_TIMEZONE = "Australia/Sydney"
+GENERIC_REQUIRED = ("symbol", "ts", "price", "size")
+GENERIC_OPTIONAL = ("exchange", "sequence", "trade_id", "side", "conditions")
+TRADE_COLUMNS = ["exchange", "symbol", "ts", "sequence", "trade_id", "price", "size", "side", "conditions"]
+_SIDES = {"": "UNKNOWN", "UNKNOWN": "UNKNOWN", "BUY": "BUY", "B": "BUY", "SELL": "SELL", "S": "SELL"}
+_BYTES_PER_ROW_GUESS = 64
+
+
+class CsvLayoutError(ValueError):
+    """The file cannot be read in the requested layout at all (as opposed to individual bad rows)."""
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    reason: str
+
+
+@dataclass
+class LoadStats:
+    rows_read: int = 0
+    rows_valid: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.rejected)
+
+
+def detect_layout(path: Path) -> Layout:
+    names = set(_header(path))
+    return "generic" if set(GENERIC_REQUIRED) <= names else "asx"
+
+
+def asx_symbol(path: Path, company_info: Path | None = None) -> str:
+    """Symbol of an ASX file named <company id>.csv, looked up in company_info.csv."""
+    info = company_info or path.parent.parent / "reference-data" / "company_info.csv"
+    if not info.exists():
+        raise CsvLayoutError(f"no symbol for {path.name}: pass --symbol or --company-info (looked for {info})")
+    table = pl.read_csv(info, infer_schema=False)
+    match = table.filter(pl.col("company_id") == path.stem)
+    if match.height != 1:
+        raise CsvLayoutError(f"company id {path.stem!r} (from the file name) is not in {info}")
+    return str(match["symbol"][0])
+
+
+class _LineTracker:
+    """Maps pyarrow's valid rows back to physical line numbers, given the rows it skipped."""
+
+    def __init__(self, first_line: int) -> None:
+        self.cursor = first_line
+        self.skipped: list[int] = []
+        self.rejected: list[RejectedRow] = []
+
+    def handler(self, row: pacsv.InvalidRow) -> str:
+        line = row.number if row.number is not None else -1
+        self.skipped.append(line)
+        self.rejected.append(
+            RejectedRow(line, f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:80]!r}")
+        )
+        return "skip"
+
+    def lines_for(self, rows: int) -> np.ndarray:
+        skipped = np.array(sorted(s for s in self.skipped if s >= self.cursor), dtype=np.int64)
+        candidates = np.arange(self.cursor, self.cursor + rows + len(skipped), dtype=np.int64)
+        lines = np.setdiff1d(candidates, skipped, assume_unique=True)[:rows]
+        if rows:
+            self.cursor = int(lines[-1]) + 1
+        return lines
+
+
+def _read_batches(
+    path: Path, names: list[str], header: bool, chunk_rows: int, tracker: _LineTracker
+) -> Iterator[pl.DataFrame]:
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(
+            use_threads=False,  # physical line numbers for rejected rows need in-order parsing
+            block_size=max(1 << 16, chunk_rows * _BYTES_PER_ROW_GUESS),
+            column_names=names,
+            skip_rows=1 if header else 0,
+        ),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=tracker.handler, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    for batch in reader:
+        frame = pl.from_arrow(pa.Table.from_batches([batch]))
+        assert isinstance(frame, pl.DataFrame)
+        yield frame.with_columns(_line=pl.Series(tracker.lines_for(batch.num_rows)))
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, newline="") as handle:
+        return [c.strip().lower() for c in next(csv.reader(handle), [])]
+
+
+def _reason(checks: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
+    """The first failing check's message per row, or null when the row is valid."""
+    expr = pl.when(checks[0][0]).then(checks[0][1])
+    for condition, message in checks[1:]:
+        expr = expr.when(condition).then(message)
+    return expr.otherwise(None)
+
+
+def _quoted(column: str) -> pl.Expr:
+    return pl.lit("'") + pl.col(column).str.slice(0, 40) + pl.lit("'")
+
+
+def _price_checks(price: str) -> list[tuple[pl.Expr, pl.Expr]]:
+    return [
+        (pl.col("_price").is_null(), pl.lit("price ") + _quoted(price) + pl.lit(" is not a decimal number")),
+        (pl.col("_price") <= 0, pl.lit("price ") + _quoted(price) + pl.lit(" must be > 0")),
+    ]
+
+
+def _size_checks(size: str) -> list[tuple[pl.Expr, pl.Expr]]:
+    return [
+        (pl.col("_size").is_null(), pl.lit("size ") + _quoted(size) + pl.lit(" is not an integer")),
+        (pl.col("_size") <= 0, pl.lit("size ") + _quoted(size) + pl.lit(" must be > 0")),
+    ]
+
+
+def _asx_frame(raw: pl.DataFrame, symbol: str, exchange: str) -> pl.DataFrame:
+    local = pl.concat_str("date", pl.lit(" "), "time").str.strptime(
+        pl.Datetime("us"), "%m/%d/%Y %H:%M:%S%.f", strict=False
+    )
+    frame = raw.with_columns(
+        _ts=local.dt.replace_time_zone(ASX_TIMEZONE, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
+            "UTC"
+        ),
+        _price=pl.col("price").str.strip_chars().cast(pl.Decimal(18, 8), strict=False),
+        _size=pl.col("volume").str.strip_chars().cast(pl.Int64, strict=False),
+    )
+    checks = [
+        (pl.col("_ts").is_null(), pl.lit("date/time ") + _quoted("date") + pl.lit(" ") + _quoted("time")
+         + pl.lit(" is not MM/DD/YYYY HH:MM:SS.mmm (Australia/Sydney)")),
+        *_price_checks("price"),
+        *_size_checks("volume"),
+    ]
+    frame = frame.with_columns(_reason=_reason(checks))
+    return frame.with_columns(
+        exchange=pl.lit(exchange),
+        symbol=pl.lit(symbol),
+        ts=pl.col("_ts"),
+        sequence=pl.col("_line"),
+        trade_id=pl.col("_ts").dt.convert_time_zone(ASX_TIMEZONE).dt.strftime("%Y%m%d")
+        + pl.lit("-")
+        + pl.col("_line").cast(pl.String).str.zfill(7),
+        price=pl.col("_price"),
+        size=pl.col("_size"),
+        side=pl.lit("UNKNOWN"),
+        conditions=pl.when(pl.col("qualifier").str.strip_chars() == "").then(None).otherwise(
+            pl.col("qualifier").str.strip_chars()
+        ),
+    )
+
+
+def _parse_iso_utc(column: str) -> pl.Expr:
+    text = pl.col(column).str.strip_chars().str.replace("T", " ").str.replace(r"Z$", "+00:00")
+    with_zone = pl.when(text.str.contains(r"[+-]\d\d:?\d\d$")).then(text).otherwise(text + pl.lit("+00:00"))
+    return with_zone.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%d %H:%M:%S%.f%z", strict=False)
+
+
+class _Sequencer:
+    """Per-symbol running count for files without a sequence column, carried across chunks."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def assign(self, frame: pl.DataFrame) -> pl.Series:
+        offsets = pl.DataFrame({"symbol": list(self.last), "_base": list(self.last.values())}, schema={
+            "symbol": pl.String, "_base": pl.Int64})
+        numbered = frame.select("symbol").with_columns(_n=pl.int_range(1, pl.len() + 1).over("symbol"))
+        numbered = numbered.join(offsets, on="symbol", how="left", maintain_order="left")
+        sequence = numbered["_n"].cast(pl.Int64) + numbered["_base"].fill_null(0)
+        for symbol, value in numbered.with_columns(_s=sequence).group_by("symbol").agg(pl.col("_s").max()).iter_rows():
+            self.last[symbol] = value
+        return sequence
+
+
+def _generic_frame(raw: pl.DataFrame, exchange: str, sequencer: _Sequencer) -> pl.DataFrame:
+    for name in GENERIC_OPTIONAL:
+        if name not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, pl.String).alias(name))
+    side = pl.col("side").fill_null("").str.strip_chars().str.to_uppercase()
+    frame = raw.with_columns(
+        _ts=_parse_iso_utc("ts"),
+        _price=pl.col("price").str.strip_chars().cast(pl.Decimal(18, 8), strict=False),
+        _size=pl.col("size").str.strip_chars().cast(pl.Int64, strict=False),
+        _side=side.replace_strict(_SIDES, default=None),
+        _seq=pl.col("sequence").str.strip_chars().cast(pl.Int64, strict=False),
+        symbol=pl.col("symbol").str.strip_chars(),
+    )
+    checks = [
+        (pl.col("symbol").fill_null("") == "", pl.lit("symbol is empty")),
+        (pl.col("_ts").is_null(), pl.lit("ts ") + _quoted("ts") + pl.lit(" is not an ISO-8601 timestamp")),
+        *_price_checks("price"),
+        *_size_checks("size"),
+        (pl.col("_side").is_null(), pl.lit("side ") + _quoted("side") + pl.lit(" is not BUY/SELL/B/S/UNKNOWN")),
+        (pl.col("sequence").is_not_null() & (pl.col("sequence") != "") & pl.col("_seq").is_null(),
+         pl.lit("sequence ") + _quoted("sequence") + pl.lit(" is not an integer")),
+    ]
+    frame = frame.with_columns(_reason=_reason(checks))
+    good = frame.filter(pl.col("_reason").is_null())
+    if good["_seq"].null_count():
+        good = good.with_columns(_seq=pl.coalesce("_seq", sequencer.assign(good)))
+    frame = pl.concat([good, frame.filter(pl.col("_reason").is_not_null())], how="vertical_relaxed").sort("_line")
+    return frame.with_columns(
+        exchange=pl.col("exchange").fill_null(exchange).replace("", exchange),
+        ts=pl.col("_ts"),
+        sequence=pl.col("_seq"),
+        trade_id=pl.when(pl.col("trade_id").fill_null("") == "")
+        .then(pl.col("symbol") + pl.lit("-") + pl.col("_seq").cast(pl.String))
+        .otherwise(pl.col("trade_id")),
+        price=pl.col("_price"),
+        size=pl.col("_size"),
+        side=pl.col("_side"),
+        conditions=pl.when(pl.col("conditions").fill_null("") == "").then(None).otherwise(pl.col("conditions")),
+    )
+
+
+def read_trades(
+    path: Path,
+    layout: Layout | None = None,
+    symbol: str | None = None,
+    exchange: str | None = None,
+    company_info: Path | None = None,
+    chunk_rows: int = 100_000,
+    stats: LoadStats | None = None,
+) -> Iterator[pa.Table]:
+    """Stream `path` as Arrow tables of valid trades; bad rows go to `stats.rejected` with line and reason."""
+    if not path.exists():
+        raise CsvLayoutError(f"{path}: no such file")
+    stats = stats if stats is not None else LoadStats()
+    layout = layout or detect_layout(path)
+    if layout == "asx":
+        symbol = symbol or asx_symbol(path, company_info)
+        tracker = _LineTracker(first_line=1)
+        batches = _read_batches(path, ASX_TRADE_COLUMNS, False, chunk_rows, tracker)
+    else:
+        tracker = _LineTracker(first_line=2)
+        header = _header(path)
+        missing = [c for c in GENERIC_REQUIRED if c not in header]
+        if missing:
+            raise CsvLayoutError(f"{path}: header lacks required column(s) {missing} (has {header})")
+        batches = _read_batches(path, header, True, chunk_rows, tracker)
+    sequencer = _Sequencer()
+    for raw in batches:
+        if layout == "asx":
+            frame = _asx_frame(raw, symbol or "", exchange or "ASX")
+        else:
+            frame = _generic_frame(raw, exchange or "UNKNOWN", sequencer)
+        bad = frame.filter(pl.col("_reason").is_not_null()).select("_line", "_reason")
+        stats.rows_read += raw.height + len(tracker.rejected)
+        stats.rejected.extend(tracker.rejected)
+        tracker.rejected.clear()
+        stats.rejected.extend(RejectedRow(int(line), str(reason)) for line, reason in bad.iter_rows())
+        good = frame.filter(pl.col("_reason").is_null()).select(TRADE_COLUMNS)
+        stats.rows_valid += good.height
+        if good.height:
+            yield good.to_arrow()
+    stats.rows_read += len(tracker.rejected)
+    stats.rejected.extend(tracker.rejected)
+    stats.rejected.sort(key=lambda r: r.line)

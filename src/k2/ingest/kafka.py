@@ -1,0 +1,69 @@
+"""Kafka client configuration and topic management, shared by the producer, consumer and CLI."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from k2.schemas import Dataset
+from k2.settings import Settings
+
+
+def topic_for(settings: Settings, dataset: Dataset) -> str:
+    return {
+        Dataset.TRADES: settings.topic_trades,
+        Dataset.QUOTES: settings.topic_quotes,
+        Dataset.REFERENCE: settings.topic_reference,
+    }[dataset]
+
+
+def producer_config(settings: Settings, bootstrap: str) -> dict[str, object]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries per partition
+        "acks": "all",
+        "linger.ms": settings.producer_linger_ms,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": settings.producer_queue_max_messages,
+        "message.timeout.ms": 60_000,
+        "partitioner": "murmur2_random",  # same key → partition mapping as the Java client
+        "delivery.report.only.error": True,
+    }
+
+
+def consumer_config(settings: Settings, bootstrap: str, group: str | None = None) -> dict[str, object]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group or settings.consumer_group,
+        "enable.auto.commit": False,  # offsets are committed only after the Iceberg commit
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(250, settings.session_timeout_ms // 6),
+        "fetch.queue.backoff.ms": 10,
+        "fetch.max.bytes": 50_000_000,
+        # noida-db ignores fetch.max.bytes; a large backlog answers with one huge response
+        "receive.message.max.bytes": 400_000_000,
+    }
+
+
+def ensure_topics(settings: Settings, bootstrap: str, timeout: float = 15.0) -> None:
+    """Create the K2 topics if they do not exist (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [topic_for(settings, d) for d in Dataset]
+    new = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t not in existing]
+    if not new:
+        return
+    for topic, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {topic!r}: {exc}") from exc
+
+
+def cluster_id(bootstrap: str, timeout: float = 10.0) -> str:
+    """The broker cluster's id; offsets recorded in the lake are only trusted on the same cluster."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
+    return str(metadata.cluster_id or "unknown")

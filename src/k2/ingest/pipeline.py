@@ -1,0 +1,72 @@
+"""Wiring of the ingest parts for callers (CLI, demo, tests): sources → producer, topic → lake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from k2.ingest.consumer import IngestReport, LakeIngestor
+from k2.ingest.csv_loader import Layout, LoadStats, read_trades
+from k2.ingest.kafka import ensure_topics
+from k2.ingest.producer import DeliveryError, DeliveryReport, TickProducer
+from k2.ingest.registry import LocalSchemaRegistry
+from k2.lake.catalog import ensure_table, open_catalog
+from k2.schemas import Dataset
+from k2.settings import Settings
+
+Progress = Callable[[int], None]
+
+
+def registry_for(settings: Settings) -> LocalSchemaRegistry:
+    return LocalSchemaRegistry(settings.registry_dir)
+
+
+def produce_table(
+    settings: Settings, bootstrap: str, table: pa.Table, dataset: Dataset = Dataset.TRADES,
+    chunk_rows: int = 100_000, on_progress: Progress | None = None,
+) -> DeliveryReport:
+    """Produce every row of an in-memory table; raises DeliveryError if any record was not acknowledged."""
+    ensure_topics(settings, bootstrap)
+    producer = TickProducer(settings, bootstrap, registry_for(settings))
+    for offset in range(0, table.num_rows, chunk_rows):
+        sent = producer.send(dataset, table.slice(offset, chunk_rows))
+        if on_progress:
+            on_progress(sent)
+    return _checked(producer.flush())
+
+
+def load_csv(
+    settings: Settings, bootstrap: str, path: Path, layout: Layout | None = None, symbol: str | None = None,
+    exchange: str | None = None, company_info: Path | None = None, on_progress: Progress | None = None,
+) -> tuple[LoadStats, DeliveryReport]:
+    """CSV file → trades topic, streaming in chunks. Bad rows are in the returned stats, good ones are sent."""
+    ensure_topics(settings, bootstrap)
+    producer = TickProducer(settings, bootstrap, registry_for(settings))
+    stats = LoadStats()
+    for chunk in read_trades(path, layout, symbol, exchange, company_info, settings.csv_chunk_rows, stats):
+        sent = producer.send(Dataset.TRADES, chunk)
+        if on_progress:
+            on_progress(sent)
+    return stats, _checked(producer.flush())
+
+
+def _checked(report: DeliveryReport) -> DeliveryReport:
+    if report.failed:
+        raise DeliveryError(
+            f"{report.failed} of {report.queued} records were not delivered ({report.delivered} were): "
+            + "; ".join(report.errors[:5])
+        )
+    return report
+
+
+def ingest(
+    settings: Settings, bootstrap: str, dataset: Dataset = Dataset.TRADES, max_messages: int | None = None,
+    idle_seconds: float | None = None, on_progress: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Consume the dataset's topic into its Iceberg table until idle (or `max_messages`)."""
+    ensure_topics(settings, bootstrap)
+    table = ensure_table(open_catalog(settings), settings, dataset)
+    ingestor = LakeIngestor(settings, bootstrap, dataset, table, registry_for(settings))
+    return ingestor.run(max_messages=max_messages, idle_seconds=idle_seconds, on_progress=on_progress)

@@ -1,0 +1,95 @@
+"""Producer: Arrow batches of ticks → Confluent-framed Avro records on Kafka, keyed by symbol."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from confluent_kafka import KafkaError, Message, Producer
+
+from k2.ingest.avro_codec import encode_batch
+from k2.ingest.kafka import producer_config, topic_for
+from k2.ingest.registry import SchemaRegistry
+from k2.schemas import Dataset, avro_schema
+from k2.settings import Settings
+
+_POLL_EVERY = 20_000
+
+
+class DeliveryError(RuntimeError):
+    """Some records were not acknowledged by the broker."""
+
+
+@dataclass
+class DeliveryReport:
+    queued: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return self.queued - self.failed
+
+
+def subject_for(topic: str) -> str:
+    return f"{topic}-value"  # Confluent TopicNameStrategy
+
+
+def with_ingest_ts(table: pa.Table) -> pa.Table:
+    """Stamp every row with the time K2 accepted it."""
+    now = pa.scalar(time.time_ns() // 1000, pa.timestamp("us", tz="UTC"))
+    column = pa.repeat(now, table.num_rows)
+    if "ingest_ts" in table.column_names:
+        return table.set_column(table.column_names.index("ingest_ts"), "ingest_ts", column)
+    return table.append_column("ingest_ts", column)
+
+
+class TickProducer:
+    """Idempotent, keyed producer of one or more datasets; call `flush()` before exit."""
+
+    def __init__(self, settings: Settings, bootstrap: str, registry: SchemaRegistry) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._report = DeliveryReport()
+        self._producer = Producer({**producer_config(settings, bootstrap), "on_delivery": self._on_delivery})
+        self._schema_ids: dict[Dataset, int] = {}
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._report.failed += 1
+            if len(self._report.errors) < 20:
+                self._report.errors.append(f"{message.topic()}: {error.str()}")
+
+    def schema_id(self, dataset: Dataset) -> int:
+        if dataset not in self._schema_ids:
+            topic = topic_for(self._settings, dataset)
+            self._schema_ids[dataset] = self._registry.register(subject_for(topic), avro_schema(dataset))
+        return self._schema_ids[dataset]
+
+    def send(self, dataset: Dataset, table: pa.Table) -> int:
+        """Queue every row of `table`; blocks (back-pressure) while the producer queue is full."""
+        table = with_ingest_ts(table)
+        encoded = encode_batch(table, avro_schema(dataset), self.schema_id(dataset))
+        keys = table.column("symbol").cast(pa.binary()).to_pylist()
+        topic = topic_for(self._settings, dataset)
+        produce, poll = self._producer.produce, self._producer.poll
+        for i, (value, key) in enumerate(zip(encoded.values(), keys, strict=True)):
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:
+                    poll(0.05)  # queue full: serve delivery reports until there is room
+            if i % _POLL_EVERY == 0:
+                poll(0)
+        self._report.queued += len(encoded)
+        return len(encoded)
+
+    def flush(self, timeout: float = 60.0) -> DeliveryReport:
+        """Wait for every queued record; records still unacknowledged at the timeout count as failed."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            self._report.failed += remaining
+            self._report.errors.append(f"{remaining} records still unacknowledged after {timeout:.0f}s")
+        return self._report

@@ -1,0 +1,51 @@
+"""Opening the Iceberg catalog and creating K2's tables idempotently."""
+
+from __future__ import annotations
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.table import Table
+
+from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
+from k2.schemas import Dataset, iceberg_schema
+from k2.settings import Settings
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    """The configured catalog; the default is SQLite + a local warehouse under K2_HOME."""
+    return SqlCatalog(
+        settings.catalog_name, uri=settings.resolved_catalog_uri, warehouse=settings.resolved_warehouse
+    )
+
+
+def table_identifier(settings: Settings, dataset: Dataset) -> tuple[str, str]:
+    return (settings.namespace, dataset.value)
+
+
+def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Table:
+    """Load the dataset's table, creating namespace and table with K2's layout if they do not exist."""
+    identifier = table_identifier(settings, dataset)
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    try:
+        catalog.create_namespace(settings.namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    schema = iceberg_schema(dataset)
+    return catalog.create_table_if_not_exists(
+        identifier,
+        schema=schema,
+        partition_spec=partition_spec(dataset, schema, settings.symbol_buckets),
+        sort_order=sort_order(dataset, schema),
+        properties=TABLE_PROPERTIES,
+    )
+
+
+def load_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Table | None:
+    try:
+        return catalog.load_table(table_identifier(settings, dataset))
+    except NoSuchTableError:
+        return None

@@ -1,0 +1,44 @@
+"""Physical layout of each table: partitioning and sort order (see docs/decisions/0002-lake-layout.md)."""
+
+from __future__ import annotations
+
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortField, SortOrder
+from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
+
+from k2.schemas import Dataset
+
+_PARTITION_FIELD_BASE = 1000
+
+# Rows are sorted this way before every write, and compaction keeps it: one symbol's ticks are contiguous.
+SORT_COLUMNS = ("symbol", "ts", "sequence")
+
+
+def partition_spec(dataset: Dataset, schema: Schema, symbol_buckets: int) -> PartitionSpec:
+    """Tick tables: day(ts) + bucket(N, symbol). Reference data is small and stays unpartitioned."""
+    if dataset is Dataset.REFERENCE:
+        return UNPARTITIONED_PARTITION_SPEC
+    return PartitionSpec(
+        PartitionField(schema.find_field("ts").field_id, _PARTITION_FIELD_BASE, DayTransform(), "ts_day"),
+        PartitionField(
+            schema.find_field("symbol").field_id, _PARTITION_FIELD_BASE + 1, BucketTransform(symbol_buckets),
+            "symbol_bucket",
+        ),
+    )
+
+
+def sort_order(dataset: Dataset, schema: Schema) -> SortOrder:
+    if dataset is Dataset.REFERENCE:
+        return UNSORTED_SORT_ORDER
+    return SortOrder(
+        SortField(schema.find_field("symbol").field_id, IdentityTransform()),
+        SortField(schema.find_field("ts").field_id, IdentityTransform()),
+    )
+
+
+TABLE_PROPERTIES = {
+    "write.parquet.compression-codec": "zstd",
+    "write.target-file-size-bytes": str(256 * 1024 * 1024),
+    "format-version": "2",
+}

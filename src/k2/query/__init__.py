@@ -1,0 +1,1 @@
+"""Query: DuckDB over the Iceberg tables, with file pruning planned by pyiceberg."""

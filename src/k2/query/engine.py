@@ -1,0 +1,184 @@
+"""DuckDB query engine over K2's Iceberg tables.
+
+pyiceberg plans the scan (partition and manifest pruning on symbol and time), DuckDB reads the surviving parquet
+files with row-group pruning. Measured against `iceberg_scan()` in bench/query.py; see docs/decisions/0003.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    In,
+    LessThan,
+)
+from pyiceberg.table import Table
+
+from k2.lake.catalog import load_table, open_catalog
+from k2.schemas import Dataset, arrow_schema
+from k2.settings import Settings
+
+_INTERVAL = re.compile(r"^(\d+)\s*(s|sec|m|min|h|hour|d|day)$")
+_UNITS = {"s": "second", "sec": "second", "m": "minute", "min": "minute", "h": "hour", "hour": "hour",
+          "d": "day", "day": "day"}
+
+
+_PRICE = pa.decimal128(18, 8)
+_TS = pa.timestamp("us", tz="UTC")
+BARS_SCHEMA = pa.schema([
+    ("symbol", pa.string()), ("bar_start", _TS), ("open", _PRICE), ("high", _PRICE), ("low", _PRICE),
+    ("close", _PRICE), ("volume", pa.int64()), ("trades", pa.int64()), ("vwap", _PRICE),
+])
+COUNTS_SCHEMA = pa.schema([
+    ("exchange", pa.string()), ("symbol", pa.string()), ("trades", pa.int64()), ("first_ts", _TS), ("last_ts", _TS),
+])
+
+
+class QueryError(ValueError):
+    """A query parameter is invalid (names the parameter and what is accepted)."""
+
+
+def parse_interval(text: str) -> str:
+    """'1m', '5min', '1h', '1d' → a DuckDB INTERVAL literal."""
+    match = _INTERVAL.match(text.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise QueryError(f"interval {text!r} is not like 1m, 5m, 15m, 1h, 1d")
+    return f"{int(match.group(1))} {_UNITS[match.group(2)]}"
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start and self.end and _utc(self.start) >= _utc(self.end):
+            raise QueryError(f"start {self.start.isoformat()} is not before end {self.end.isoformat()}")
+
+
+class QueryEngine:
+    """Read-side API used by the CLI, the API and the demo."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._catalog = open_catalog(settings)
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def close(self) -> None:
+        self._con.close()
+
+    def table(self, dataset: Dataset) -> Table | None:
+        return load_table(self._catalog, self._settings, dataset)
+
+    def _filter(self, symbols: list[str] | None, span: TimeRange) -> BooleanExpression:
+        expr: BooleanExpression = AlwaysTrue()
+        if symbols:
+            expr = And(expr, EqualTo("symbol", symbols[0]) if len(symbols) == 1 else In("symbol", symbols))
+        if span.start:
+            expr = And(expr, GreaterThanOrEqual("ts", _utc(span.start).isoformat()))
+        if span.end:
+            expr = And(expr, LessThan("ts", _utc(span.end).isoformat()))
+        return expr
+
+    def files(
+        self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
+        snapshot_id: int | None = None,
+    ) -> list[str]:
+        """Data files that may hold matching rows, after partition and column-statistics pruning."""
+        table = self.table(dataset)
+        if table is None or table.current_snapshot() is None:
+            return []
+        scan = table.scan(row_filter=self._filter(symbols, span or TimeRange()), snapshot_id=snapshot_id)
+        paths = []
+        for task in scan.plan_files():
+            if task.delete_files:
+                raise QueryError(f"{dataset} has delete files; K2 tables are append/overwrite only")
+            paths.append(task.file.file_path.removeprefix("file://"))
+        return paths
+
+    def _where(self, symbols: list[str] | None, span: TimeRange) -> tuple[str, list[object]]:
+        clauses, params = ["TRUE"], []
+        if symbols:
+            clauses.append(f"symbol IN ({', '.join('?' for _ in symbols)})")
+            params.extend(symbols)
+        if span.start:
+            clauses.append("ts >= ?")
+            params.append(_utc(span.start))
+        if span.end:
+            clauses.append("ts < ?")
+            params.append(_utc(span.end))
+        return " AND ".join(clauses), params
+
+    def _run(self, sql: str, files: list[str], params: list[object]) -> pa.Table:
+        source = "read_parquet(?, union_by_name = true)"
+        result: pa.Table = self._con.execute(sql.format(source=source), [files, *params]).fetch_arrow_table()
+        return result
+
+    def trades(
+        self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
+        snapshot_id: int | None = None,
+    ) -> pa.Table:
+        """Trades in time order (ts, sequence)."""
+        span = span or TimeRange()
+        files = self.files(Dataset.TRADES, symbols, span, snapshot_id)
+        if not files:
+            return arrow_schema(Dataset.TRADES).empty_table()
+        where, params = self._where(symbols, span)
+        limit_sql = f" LIMIT {int(limit)}" if limit else ""
+        return self._run(
+            f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
+        )
+
+    def bars(
+        self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
+        snapshot_id: int | None = None,
+    ) -> pa.Table:
+        """OHLCV bars per symbol; open/close are the first/last trade by (ts, sequence) in each bar."""
+        span = span or TimeRange()
+        step = parse_interval(interval)
+        files = self.files(Dataset.TRADES, symbols, span, snapshot_id)
+        if not files:
+            return BARS_SCHEMA.empty_table()
+        where, params = self._where(symbols, span)
+        sql = f"""
+            SELECT symbol, time_bucket(INTERVAL '{step}', ts) AS bar_start,
+                   first(price ORDER BY ts, sequence) AS open, max(price) AS high, min(price) AS low,
+                   last(price ORDER BY ts, sequence) AS close, sum(size)::BIGINT AS volume,
+                   count(*) AS trades,
+                   CAST(sum(price * size) / sum(size) AS DECIMAL(18, 8)) AS vwap
+            FROM {{source}} WHERE {where}
+            GROUP BY ALL ORDER BY symbol, bar_start"""
+        return self._run(sql, files, params)
+
+    def counts(
+        self, symbols: list[str] | None = None, span: TimeRange | None = None, snapshot_id: int | None = None
+    ) -> pa.Table:
+        """Rows and time span per (exchange, symbol)."""
+        span = span or TimeRange()
+        files = self.files(Dataset.TRADES, symbols, span, snapshot_id)
+        if not files:
+            return COUNTS_SCHEMA.empty_table()
+        where, params = self._where(symbols, span)
+        return self._run(
+            "SELECT exchange, symbol, count(*) AS trades, min(ts) AS first_ts, max(ts) AS last_ts "
+            f"FROM {{source}} WHERE {where} GROUP BY ALL ORDER BY exchange, symbol",
+            files, params,
+        )

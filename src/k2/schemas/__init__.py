@@ -1,0 +1,137 @@
+"""Avro schemas are the single source of truth: the Iceberg and Arrow schemas are derived from them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.schema import Schema
+from pyiceberg.types import (
+    DecimalType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+AvroSchema = dict[str, Any]
+
+
+class Dataset(StrEnum):
+    """The kinds of record K2 lands; each has its own topic, Avro subject and Iceberg table."""
+
+    TRADES = "trades"
+    QUOTES = "quotes"
+    REFERENCE = "reference"
+
+
+_AVSC_FILES = {
+    Dataset.TRADES: "trade_v1.avsc",
+    Dataset.QUOTES: "quote_v1.avsc",
+    Dataset.REFERENCE: "reference_v1.avsc",
+}
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What the codec and the lake need to know about one Avro field."""
+
+    name: str
+    kind: str  # string | long | int | timestamp | decimal | enum
+    nullable: bool
+    symbols: tuple[str, ...] = ()
+    precision: int = 0
+    scale: int = 0
+    fixed_size: int = 0
+    doc: str = ""
+
+
+@cache
+def avro_schema(dataset: Dataset) -> AvroSchema:
+    """The current (v1) Avro writer schema of a dataset, as shipped in the package."""
+    text = resources.files(__package__).joinpath(_AVSC_FILES[dataset]).read_text()
+    loaded: AvroSchema = json.loads(text)
+    return loaded
+
+
+def avro_schema_json(dataset: Dataset) -> str:
+    return json.dumps(avro_schema(dataset), separators=(",", ":"), sort_keys=True)
+
+
+def field_infos(schema: AvroSchema) -> list[FieldInfo]:
+    """Flatten a record schema of primitive / logical / enum / nullable fields into FieldInfo."""
+    named: dict[str, AvroSchema] = {}
+    return [_field_info(field, named, schema.get("namespace", "")) for field in schema["fields"]]
+
+
+def _field_info(field: AvroSchema, named: dict[str, AvroSchema], namespace: str) -> FieldInfo:
+    avro_type = field["type"]
+    nullable = False
+    if isinstance(avro_type, list):
+        branches = [branch for branch in avro_type if branch != "null"]
+        if len(branches) != 1 or avro_type[0] != "null":
+            raise ValueError(f"field {field['name']!r}: only ['null', T] unions are supported")
+        nullable, avro_type = True, branches[0]
+    avro_type = _resolve(avro_type, named, namespace)
+    doc = field.get("doc", "")
+    name = field["name"]
+    if isinstance(avro_type, str):
+        if avro_type not in ("string", "long", "int"):
+            raise ValueError(f"field {name!r}: unsupported Avro type {avro_type!r}")
+        return FieldInfo(name, avro_type, nullable, doc=doc)
+    logical = avro_type.get("logicalType")
+    if logical == "timestamp-micros":
+        return FieldInfo(name, "timestamp", nullable, doc=doc)
+    if logical == "decimal" and avro_type["type"] == "fixed":
+        return FieldInfo(
+            name, "decimal", nullable, precision=avro_type["precision"], scale=avro_type["scale"],
+            fixed_size=avro_type["size"], doc=doc,
+        )
+    if avro_type["type"] == "enum":
+        return FieldInfo(name, "enum", nullable, symbols=tuple(avro_type["symbols"]), doc=doc)
+    raise ValueError(f"field {name!r}: unsupported Avro type {avro_type!r}")
+
+
+def _resolve(avro_type: Any, named: dict[str, AvroSchema], namespace: str) -> Any:
+    if isinstance(avro_type, dict) and "name" in avro_type:
+        named[avro_type["name"]] = avro_type
+        named[f"{namespace}.{avro_type['name']}"] = avro_type
+    if isinstance(avro_type, str) and avro_type in named:
+        return named[avro_type]
+    return avro_type
+
+
+def _iceberg_type(info: FieldInfo) -> IcebergType:
+    match info.kind:
+        case "string" | "enum":
+            return StringType()
+        case "long":
+            return LongType()
+        case "int":
+            return IntegerType()
+        case "timestamp":
+            return TimestamptzType()
+        case "decimal":
+            return DecimalType(info.precision, info.scale)
+    raise ValueError(f"no Iceberg type for {info}")
+
+
+def iceberg_schema(dataset: Dataset) -> Schema:
+    """The Iceberg schema derived from the dataset's Avro schema (field ids in declaration order)."""
+    fields = [
+        NestedField(i, info.name, _iceberg_type(info), required=not info.nullable, doc=info.doc or None)
+        for i, info in enumerate(field_infos(avro_schema(dataset)), start=1)
+    ]
+    return Schema(*fields)
+
+
+def arrow_schema(dataset: Dataset) -> pa.Schema:
+    """The Arrow schema rows of a dataset have on their way into the lake."""
+    return iceberg_schema(dataset).as_arrow()
