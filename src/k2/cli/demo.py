@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from importlib import resources
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.compute as pc
 from rich.console import Console
 
 from k2.cli.output import OutputFormat, render
-from k2.cli.progress import ingest_with_progress, load_with_progress, produce_with_progress
+from k2.data import asx_sample_dir
+from k2.cli.progress import load_with_progress, produce_with_progress
+from k2.ingest import pipeline
+from k2.ingest.kafka import ensure_topics
 from k2.ingest.broker import ManagedBroker
 from k2.ingest.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
 from k2.query.engine import QueryEngine, TimeRange
@@ -19,10 +21,6 @@ from k2.settings import Settings
 
 FIRST_DEMO_DAY = dt.date(2026, 1, 5)
 out = Console()
-
-
-def asx_sample_dir() -> Path:
-    return Path(str(resources.files("k2").joinpath("data", "asx")))
 
 
 def next_demo_day(engine: QueryEngine) -> dt.date:
@@ -43,32 +41,35 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
     out.print(f"K2_HOME: {settings.home_dir}   broker: {settings.broker} (local, loopback)")
     with ManagedBroker(settings.broker, settings.broker_dir / f"demo-{settings.broker}") as broker:
         out.print(f"broker up on {broker.bootstrap}")
-        started = time.perf_counter()
-        if asx:
-            symbols, expected, span = _produce_asx(settings, broker.bootstrap)
-        else:
-            day = next_demo_day(engine)
-            table = generate_trades(day, DEFAULT_SYMBOLS, trades, seed)
-            out.print(f"generated {table.num_rows:,} trades for {day} ({', '.join(DEFAULT_SYMBOLS)}), seed {seed}")
-            produce_with_progress(settings, broker.bootstrap, table)
-            symbols, expected = list(DEFAULT_SYMBOLS), table.num_rows
-            start = dt.datetime.combine(day, dt.time(), dt.UTC)
-            span = TimeRange(start, start + dt.timedelta(days=1))
-        report = ingest_with_progress(settings, broker.bootstrap, idle_seconds=2.0, expected=expected)
-        elapsed = time.perf_counter() - started
+        ensure_topics(settings, broker.bootstrap)
+        started = time.monotonic()
+        # the consumer joins its group while the producer runs, as a live deployment would
+        with ThreadPoolExecutor(1) as pool:
+            consuming = pool.submit(pipeline.ingest, settings, broker.bootstrap, idle_seconds=2.0)
+            if asx:
+                symbols, span = _produce_asx(settings, broker.bootstrap)
+            else:
+                day = next_demo_day(engine)
+                table = generate_trades(day, DEFAULT_SYMBOLS, trades, seed)
+                out.print(f"generated {table.num_rows:,} trades for {day} ({', '.join(DEFAULT_SYMBOLS)}), seed {seed}")
+                produce_with_progress(settings, broker.bootstrap, table)
+                symbols = list(DEFAULT_SYMBOLS)
+                start = dt.datetime.combine(day, dt.time(), dt.UTC)
+                span = TimeRange(start, start + dt.timedelta(days=1))
+            with out.status("consuming → Iceberg …"):
+                report = consuming.result()
+        elapsed = (report.last_commit_at or time.monotonic()) - started
     _summarise(engine, symbols, span, report.rows_landed, report.snapshot_id, elapsed)
 
 
-def _produce_asx(settings: Settings, bootstrap: str) -> tuple[list[str], int, TimeRange]:
+def _produce_asx(settings: Settings, bootstrap: str) -> tuple[list[str], TimeRange]:
     sample = asx_sample_dir()
-    total = 0
     for path in sorted((sample / "trades").glob("*.csv")):
         stats, report = load_with_progress(
             settings, bootstrap, path, "asx", None, "ASX", sample / "reference-data" / "company_info.csv"
         )
         out.print(f"{path.name}: read {stats.rows_read:,}, sent {report.delivered:,}, rejected {stats.rows_rejected}")
-        total += report.delivered
-    return ["DVN", "MWR"], total, TimeRange()
+    return ["DVN", "MWR"], TimeRange()
 
 
 def _summarise(
@@ -76,12 +77,12 @@ def _summarise(
 ) -> None:
     counts = engine.counts()
     out.rule("[bold]summary")
-    out.print(f"landed {landed:,} trades end to end in {elapsed:.1f} s ({landed / max(elapsed, 1e-9):,.0f} rows/s, "
-              "broker start to last Iceberg commit)")
+    out.print(f"landed {landed:,} trades end to end in {elapsed:.2f} s: {landed / max(elapsed, 1e-9):,.0f} rows/s "
+              "(first record produced → last Iceberg commit, consumer group join included)")
     out.print(f"Iceberg snapshot id: {snapshot}")
     render(engine.counts(symbols, span), OutputFormat.TABLE, "this run: rows per symbol")
-    bars = engine.bars([symbols[0]], "1m", span)
-    render(bars.slice(0, 5), OutputFormat.TABLE, f"first 1-minute OHLCV bars of {symbols[0]}")
+    bars = engine.bars([symbols[0]], "1m", span).drop_columns(["symbol"])
+    render(bars.slice(0, 5), OutputFormat.TABLE, f"first 1-minute OHLCV bars of {symbols[0]} (UTC)")
     render(counts, OutputFormat.TABLE, "whole lake: trades per symbol")
     total = pc.sum(counts["trades"]).as_py() if counts.num_rows else 0
     out.print(f"lake now holds {total:,} trades; explore with `k2 query symbols|trades|bars --home {engine.settings.home}`")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import sys
+from decimal import Decimal
 from enum import StrEnum
 
 import pyarrow as pa
@@ -24,9 +26,19 @@ class OutputFormat(StrEnum):
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()  # type: ignore[no-any-return]
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")  # all K2 times are UTC
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
     return str(value)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, Decimal):
+        return str(value.normalize())  # exact: no float rounding of prices
+    return value
 
 
 def render(table: pa.Table, fmt: OutputFormat, title: str | None = None, max_rows: int = 200) -> None:
@@ -37,7 +49,7 @@ def render(table: pa.Table, fmt: OutputFormat, title: str | None = None, max_row
         return
     if fmt is OutputFormat.JSON:
         for row in table.to_pylist():
-            sys.stdout.write(json.dumps({k: _cell(v) if not isinstance(v, int | str) else v for k, v in row.items()}))
+            sys.stdout.write(json.dumps({k: _json_value(v) for k, v in row.items()}))
             sys.stdout.write("\n")
         return
     out = Table(title=title, show_lines=False)

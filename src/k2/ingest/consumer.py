@@ -38,6 +38,7 @@ class IngestReport:
     commits: int = 0
     undecodable: int = 0
     snapshot_id: int | None = None
+    last_commit_at: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -100,7 +101,7 @@ class LakeIngestor:
         self._table.refresh()
         landed = writer.landed_offsets(self._table, self._topic)
         if landed is not None and landed.cluster_id != self._cluster:
-            log.warning(
+            log.info(  # normal with the in-memory local broker, which is a new cluster after every start
                 "offsets in the lake were recorded on Kafka cluster %s, now on %s: starting from the group offsets",
                 landed.cluster_id, self._cluster,
             )
@@ -135,6 +136,7 @@ class LakeIngestor:
         )
         self.report.rows_landed += landed_rows
         self.report.commits += 1
+        self.report.last_commit_at = time.monotonic()
 
     def run(
         self,
@@ -167,8 +169,9 @@ class LakeIngestor:
                 now = time.monotonic()
                 if got:
                     last_data = now
+                caught_up = not got  # an empty poll: land what we have rather than let it wait
                 if len(pending.values) >= self._settings.ingest_commit_rows or (
-                    pending.values and now - pending.since >= self._settings.ingest_commit_seconds
+                    pending.values and (caught_up or now - pending.since >= self._settings.ingest_commit_seconds)
                 ):
                     self._land(pending)
                     pending = _Pending()

@@ -34,7 +34,7 @@ def produce_table(
         sent = producer.send(dataset, table.slice(offset, chunk_rows))
         if on_progress:
             on_progress(sent)
-    return _checked(producer.flush())
+    return _checked(producer.close())
 
 
 def load_csv(
@@ -49,7 +49,7 @@ def load_csv(
         sent = producer.send(Dataset.TRADES, chunk)
         if on_progress:
             on_progress(sent)
-    return stats, _checked(producer.flush())
+    return stats, _checked(producer.close())
 
 
 def _checked(report: DeliveryReport) -> DeliveryReport:

@@ -86,6 +86,12 @@ class TickProducer:
         self._report.queued += len(encoded)
         return len(encoded)
 
+    def close(self, timeout: float = 60.0) -> DeliveryReport:
+        """Flush, then release the client (its connections close now, not at garbage collection)."""
+        report = self.flush(timeout)
+        del self._producer
+        return report
+
     def flush(self, timeout: float = 60.0) -> DeliveryReport:
         """Wait for every queued record; records still unacknowledged at the timeout count as failed."""
         remaining = self._producer.flush(timeout)

@@ -129,7 +129,7 @@ class QueryEngine:
 
     def _run(self, sql: str, files: list[str], params: list[object]) -> pa.Table:
         source = "read_parquet(?, union_by_name = true)"
-        result: pa.Table = self._con.execute(sql.format(source=source), [files, *params]).fetch_arrow_table()
+        result: pa.Table = self._con.execute(sql.format(source=source), [files, *params]).to_arrow_table()
         return result
 
     def trades(

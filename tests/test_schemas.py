@@ -1,0 +1,31 @@
+"""One source of truth: the Iceberg schema is derived from the Avro schema."""
+
+from __future__ import annotations
+
+import pytest
+from pyiceberg.types import DecimalType, LongType, StringType, TimestamptzType
+
+from k2.schemas import Dataset, avro_schema, field_infos, iceberg_schema
+
+
+@pytest.mark.parametrize("dataset", list(Dataset))
+def test_iceberg_fields_follow_avro_fields(dataset: Dataset) -> None:
+    infos = field_infos(avro_schema(dataset))
+    schema = iceberg_schema(dataset)
+    assert [f.name for f in schema.fields] == [i.name for i in infos]
+    assert [not f.required for f in schema.fields] == [i.nullable for i in infos]
+
+
+def test_trade_types() -> None:
+    schema = iceberg_schema(Dataset.TRADES)
+    assert schema.find_field("ts").field_type == TimestamptzType()
+    assert schema.find_field("price").field_type == DecimalType(18, 8)
+    assert schema.find_field("size").field_type == LongType()
+    assert schema.find_field("side").field_type == StringType()
+    assert not schema.find_field("conditions").required
+
+
+def test_quote_sides_are_optional() -> None:
+    schema = iceberg_schema(Dataset.QUOTES)
+    for name in ("bid_price", "ask_price", "bid_size", "ask_size"):
+        assert not schema.find_field(name).required
