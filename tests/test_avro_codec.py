@@ -104,5 +104,5 @@ def test_unknown_enum_value_names_the_field() -> None:
         "trade_id": ["t"], "price": pa.array([Decimal(1)], pa.decimal128(18, 8)), "size": [1], "side": ["SIDEWAYS"],
         "conditions": pa.array([None], pa.string()), "ingest_ts": pa.array([0], pa.timestamp("us", tz="UTC")),
     })
-    with pytest.raises(EncodeError, match="side.*SIDEWAYS"):
+    with pytest.raises(EncodeError, match=r"side.*SIDEWAYS"):
         encode_batch(table, avro_schema(Dataset.TRADES), 1)

@@ -96,7 +96,7 @@ def test_generic_layout_with_bad_rows(tmp_path: Path) -> None:
 def test_generic_layout_requires_its_columns(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("symbol,price,size\nAAA,1,1\n")
-    with pytest.raises(CsvLayoutError, match="asx|company"):
+    with pytest.raises(CsvLayoutError, match=r"asx|company"):
         list(read_trades(path))
     with pytest.raises(CsvLayoutError, match=r"lacks required column\(s\) \['ts'\]"):
         list(read_trades(path, layout="generic"))

@@ -10,12 +10,12 @@ import pyarrow.compute as pc
 from rich.console import Console
 
 from k2.cli.output import OutputFormat, render
-from k2.data import asx_sample_dir
 from k2.cli.progress import load_with_progress, produce_with_progress
+from k2.data import asx_sample_dir
 from k2.ingest import pipeline
-from k2.ingest.kafka import ensure_topics
 from k2.ingest.broker import ManagedBroker
 from k2.ingest.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
+from k2.ingest.kafka import ensure_topics
 from k2.query.engine import QueryEngine, TimeRange
 from k2.settings import Settings
 
@@ -29,7 +29,8 @@ def next_demo_day(engine: QueryEngine) -> dt.date:
     synthetic = counts.filter(pc.equal(counts["exchange"], SYNTHETIC_EXCHANGE)) if counts.num_rows else counts
     if not synthetic.num_rows:
         return FIRST_DEMO_DAY
-    day = pc.max(synthetic["last_ts"]).as_py().date() + dt.timedelta(days=1)
+    last: dt.datetime = pc.max(synthetic["last_ts"]).as_py()
+    day = last.date() + dt.timedelta(days=1)
     while day.weekday() >= 5:
         day += dt.timedelta(days=1)
     return day
@@ -85,4 +86,5 @@ def _summarise(
     render(bars.slice(0, 5), OutputFormat.TABLE, f"first 1-minute OHLCV bars of {symbols[0]} (UTC)")
     render(counts, OutputFormat.TABLE, "whole lake: trades per symbol")
     total = pc.sum(counts["trades"]).as_py() if counts.num_rows else 0
-    out.print(f"lake now holds {total:,} trades; explore with `k2 query symbols|trades|bars --home {engine.settings.home}`")
+    home = engine.settings.home
+    out.print(f"lake now holds {total:,} trades; explore with `k2 query symbols|trades|bars --home {home}`")

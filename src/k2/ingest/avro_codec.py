@@ -80,7 +80,8 @@ def _int64_values(column: pa.Array, info: FieldInfo) -> I64:
         column = column.cast(pa.int64())
     if column.null_count:
         column = pc.fill_null(column, 0)
-    return column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    values: I64 = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return values
 
 
 def _enum_indices(column: pa.Array, info: FieldInfo) -> I64:
@@ -89,7 +90,8 @@ def _enum_indices(column: pa.Array, info: FieldInfo) -> I64:
     if pc.any(unknown).as_py():
         bad = column.filter(unknown)[0].as_py()
         raise EncodeError(f"field {info.name!r}: {bad!r} is not one of {list(info.symbols)}")
-    return pc.fill_null(indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    indices_np: I64 = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return indices_np
 
 
 def _field_pieces(column: pa.Array, info: FieldInfo) -> list[_Piece]:

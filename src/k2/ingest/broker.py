@@ -6,6 +6,7 @@ to disk). K2 only speaks the Kafka protocol to them, so a real Kafka cluster wor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,10 +139,8 @@ def _terminate(kind: BrokerKind, pid: int, grace: float = 3.0) -> None:
         if not BrokerState(kind, pid, 0, "").alive():
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop_process(state: BrokerState, process: subprocess.Popen[bytes] | None = None) -> None:

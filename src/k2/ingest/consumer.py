@@ -49,8 +49,8 @@ class _Pending:
     since: float = field(default_factory=time.monotonic)
 
     def add(self, message: Message) -> None:
-        self.values.append(message.value())
-        self.next_offsets[message.partition()] = message.offset() + 1
+        self.values.append(message.value() or b"")
+        self.next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
 
 
 def decode_values(values: list[bytes], registry: SchemaRegistry) -> tuple[pa.Table | None, list[str]]:

@@ -14,7 +14,7 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -124,10 +124,11 @@ def _header(path: Path) -> list[str]:
 
 def _reason(checks: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
     """The first failing check's message per row, or null when the row is valid."""
-    expr = pl.when(checks[0][0]).then(checks[0][1])
+    expr: Any = pl.when(checks[0][0]).then(checks[0][1])  # polars' When/Then chain types differ per step
     for condition, message in checks[1:]:
         expr = expr.when(condition).then(message)
-    return expr.otherwise(None)
+    result: pl.Expr = expr.otherwise(None)
+    return result
 
 
 def _quoted(column: str) -> pl.Expr:

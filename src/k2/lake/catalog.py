@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
@@ -30,10 +32,8 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Tabl
         return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(settings.namespace)
-    except NamespaceAlreadyExistsError:
-        pass
     schema = iceberg_schema(dataset)
     return catalog.create_table_if_not_exists(
         identifier,

@@ -89,13 +89,15 @@ class QueryEngine:
         return load_table(self._catalog, self._settings, dataset)
 
     def _filter(self, symbols: list[str] | None, span: TimeRange) -> BooleanExpression:
+        # pyiceberg's predicate classes are pydantic models whose stubs hide the positional constructor
         expr: BooleanExpression = AlwaysTrue()
         if symbols:
-            expr = And(expr, EqualTo("symbol", symbols[0]) if len(symbols) == 1 else In("symbol", symbols))
+            by_symbol = EqualTo("symbol", symbols[0]) if len(symbols) == 1 else In("symbol", symbols)  # type: ignore
+            expr = And(expr, by_symbol)
         if span.start:
-            expr = And(expr, GreaterThanOrEqual("ts", _utc(span.start).isoformat()))
+            expr = And(expr, GreaterThanOrEqual("ts", _utc(span.start).isoformat()))  # type: ignore
         if span.end:
-            expr = And(expr, LessThan("ts", _utc(span.end).isoformat()))
+            expr = And(expr, LessThan("ts", _utc(span.end).isoformat()))  # type: ignore
         return expr
 
     def files(
@@ -115,7 +117,8 @@ class QueryEngine:
         return paths
 
     def _where(self, symbols: list[str] | None, span: TimeRange) -> tuple[str, list[object]]:
-        clauses, params = ["TRUE"], []
+        clauses: list[str] = ["TRUE"]
+        params: list[object] = []
         if symbols:
             clauses.append(f"symbol IN ({', '.join('?' for _ in symbols)})")
             params.extend(symbols)

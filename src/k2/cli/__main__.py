@@ -1,0 +1,3 @@
+from k2.cli.main import main
+
+main()

@@ -1,0 +1,105 @@
+"""The `k2` command as a user runs it: real subprocesses, real broker, real lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from k2.settings import Settings
+
+K2 = [sys.executable, "-m", "k2.cli"]
+
+
+def run_k2(
+    *args: str, home: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*K2, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "K2_HOME": str(home), "COLUMNS": "160", **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_demo_twice_adds_a_day_and_keeps_the_first(home: Path) -> None:
+    first = run_k2("demo", "--trades", "20000", home=home)
+    assert first.returncode == 0, first.stderr
+    assert "landed 20,000 trades end to end" in first.stdout
+    assert "Iceberg snapshot id:" in first.stdout
+    assert "1-minute OHLCV bars" in first.stdout
+    second = run_k2("demo", "--trades", "20000", home=home)
+    assert second.returncode == 0, second.stderr
+    assert "2026-01-06" in second.stdout
+    symbols = run_k2("query", "symbols", "--format", "json", home=home)
+    rows = [json.loads(line) for line in symbols.stdout.splitlines()]
+    assert sum(r["trades"] for r in rows) == 40_000
+    day_one = run_k2("query", "bars", "-s", "ALPHA", "-i", "1d", "--start", "2026-01-05", "--end", "2026-01-06",
+                     "-f", "json", home=home)
+    bars = [json.loads(line) for line in day_one.stdout.splitlines()]
+    assert len(bars) == 1 and bars[0]["bar_start"].startswith("2026-01-05")
+
+
+def test_demo_asx_loads_the_bundled_sample(home: Path) -> None:
+    result = run_k2("demo", "--asx", home=home)
+    assert result.returncode == 0, result.stderr
+    assert "landed 243 trades" in result.stdout  # DVN 232 + MWR 11
+    trades = run_k2("query", "trades", "-s", "MWR", "-f", "csv", "--limit", "100", home=home)
+    assert trades.returncode == 0
+    assert len(trades.stdout.strip().splitlines()) == 1 + 11
+
+
+@pytest.mark.parametrize("kind", ["tansu", "noida"])
+def test_broker_lifecycle_and_stage_commands(home: Path, tmp_path: Path, kind: str) -> None:
+    assert run_k2("broker", "status", home=home).returncode == 1
+    started = run_k2("broker", "start", "--kind", kind, home=home)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert "accepting connections" in run_k2("broker", "status", home=home).stdout
+        csv_path = tmp_path / "day.csv"
+        generated = run_k2("generate", "--date", "2026-02-02", "--trades", "3000", "--out", str(csv_path), home=home)
+        assert generated.returncode == 0, generated.stderr
+        with csv_path.open("a") as handle:
+            handle.write("K2X,ALPHA,2026-02-02T15:00:00Z,999999,bad,oops,10,BUY,\n")
+        loaded = run_k2("load", str(csv_path), home=home)
+        assert loaded.returncode == 0, loaded.stderr
+        assert "read 3,001 rows, sent 3,000, rejected 1" in loaded.stdout
+        assert "line 3002: price 'oops' is not a decimal number" in loaded.stdout
+        ingested = run_k2("ingest", "--idle-seconds", "2", home=home, env={"K2_SESSION_TIMEOUT_MS": "6000"})
+        assert ingested.returncode == 0, ingested.stderr
+        assert "landed 3,000 rows" in ingested.stdout
+        bars = run_k2("query", "bars", "-s", "ALPHA,BRAVO", "-i", "1h", "-f", "csv", home=home)
+        assert bars.returncode == 0 and bars.stdout.startswith("\"symbol\",\"bar_start\"")
+    finally:
+        stopped = run_k2("broker", "stop", home=home)
+    assert "stopped" in stopped.stdout
+    assert run_k2("broker", "status", home=home).returncode == 1
+
+
+def test_clear_errors_for_bad_input(home: Path, tmp_path: Path) -> None:
+    no_broker = run_k2("load", str(tmp_path / "x.csv"), home=home)
+    assert no_broker.returncode == 1 and "k2 broker start" in no_broker.stderr
+    bad_interval = run_k2("query", "bars", "-i", "7x", home=home)
+    assert bad_interval.returncode == 1 and "interval '7x'" in bad_interval.stderr
+    bad_time = run_k2("query", "trades", "--start", "yesterday", home=home)
+    assert bad_time.returncode == 2 and "not an ISO date" in bad_time.stderr
+    assert "Traceback" not in no_broker.stderr + bad_interval.stderr + bad_time.stderr
+
+
+def test_every_command_has_help(home: Path) -> None:
+    for command in (["broker", "start"], ["broker", "stop"], ["broker", "status"], ["generate"], ["load"],
+                    ["ingest"], ["query", "trades"], ["query", "bars"], ["demo"]):
+        result = run_k2(*command, "--help", home=home)
+        assert result.returncode == 0 and "Usage" in result.stdout, command
+
+
+def test_settings_come_from_k2_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("K2_HOME", str(tmp_path))
+    monkeypatch.setenv("K2_TOPIC_PARTITIONS", "8")
+    monkeypatch.setenv("K2_BROKER", "noida")
+    settings = Settings()
+    assert settings.home == tmp_path and settings.topic_partitions == 8 and settings.broker == "noida"
+    assert settings.resolved_catalog_uri == f"sqlite:///{tmp_path / 'catalog.db'}"
