@@ -149,3 +149,36 @@ def test_query_parameters_are_validated(settings: Settings) -> None:
     with pytest.raises(QueryError, match="is not before end"):
         TimeRange(dt.datetime(2024, 1, 2, tzinfo=dt.UTC), dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     assert engine.trades(["AAA"]).num_rows == 0  # empty lake: empty result, not an error
+
+
+def test_loading_the_same_file_twice_lands_each_trade_once(kafka_settings: Settings) -> None:
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    dvn = asx_sample_dir() / "trades" / "7181.csv"
+    pipeline.load_csv(kafka_settings, bootstrap, dvn)
+    assert pipeline.ingest(kafka_settings, bootstrap).rows_landed == 232
+    pipeline.load_csv(kafka_settings, bootstrap, dvn)
+    again = pipeline.ingest(kafka_settings, bootstrap)
+    assert (again.rows_landed, again.duplicates) == (0, 232)
+    engine = QueryEngine(kafka_settings)
+    assert engine.trades(["DVN"], limit=None).num_rows == 232
+    quality = engine.quality(["DVN"]).to_pylist()
+    assert sum(q["landed"] for q in quality) == 232
+    assert sum(q["duplicates"] for q in quality) == 232
+    assert all(q["gaps"] == 0 for q in quality)
+
+
+def test_gaps_and_late_ticks_are_tracked_and_queryable(kafka_settings: Settings) -> None:
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    day = generate_trades(DAY, ["AAA"], 1_000, seed=3)
+    held_back = pa.compute.is_in(day["sequence"], pa.array([100, 101, 102, 500]))
+    pipeline.produce_table(kafka_settings, bootstrap, day.filter(pa.compute.invert(held_back)))
+    pipeline.ingest(kafka_settings, bootstrap)
+    engine = QueryEngine(kafka_settings)
+    [state] = engine.quality(["AAA"]).to_pylist()
+    assert (state["landed"], state["gaps"], state["missing"], state["late"]) == (996, 2, 4, 0)
+    pipeline.produce_table(kafka_settings, bootstrap, day.filter(held_back))
+    report = pipeline.ingest(kafka_settings, bootstrap)
+    assert (report.rows_landed, report.late) == (4, 4)
+    [state] = engine.quality(["AAA"]).to_pylist()
+    assert (state["landed"], state["gaps"], state["missing"], state["late"]) == (1_000, 0, 0, 4)
+    assert engine.trades(["AAA"], limit=None)["sequence"].to_pylist() == list(range(1, 1_001))

@@ -171,6 +171,8 @@ def ingest(
     report = ingest_with_progress(settings, resolve_bootstrap(settings), max_messages, idle_seconds)
     typer.echo(
         f"landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"
+        + (f"; {report.duplicates:,} duplicates dropped" if report.duplicates else "")
+        + (f"; {report.late:,} late rows landed" if report.late else "")
         + (f"; {report.undecodable} undecodable records skipped" if report.undecodable else "")
     )
 
@@ -218,6 +220,14 @@ def query_symbols(home: HomeOption = None, fmt: FormatOption = OutputFormat.TABL
     from k2.query.engine import QueryEngine
 
     render(QueryEngine(settings_for(home)).counts(), fmt, "symbols")
+
+
+@app.command()
+def quality(home: HomeOption = None, symbol: SymbolOption = None, fmt: FormatOption = OutputFormat.TABLE) -> None:
+    """Data quality per symbol-day: received, landed, duplicates dropped, late arrivals, sequence gaps."""
+    from k2.query.engine import QueryEngine
+
+    render(QueryEngine(settings_for(home)).quality(split_symbols(symbol)), fmt, "data quality")
 
 
 # ----------------------------------------------------------------------------------------------------- demo

@@ -22,7 +22,10 @@ from pyiceberg.table import Table
 from k2.ingest.avro_codec import DecodeError, decode_bodies, split_headers
 from k2.ingest.kafka import cluster_id, consumer_config, topic_for
 from k2.ingest.registry import SchemaNotFoundError, SchemaRegistry
+from k2.ingest.sequencing import Checked, SequenceTracker
 from k2.lake import writer
+from k2.lake.quality import append_quality
+from k2.lake.sequences import landed_ranges
 from k2.schemas import Dataset
 from k2.settings import Settings
 
@@ -37,6 +40,8 @@ class IngestReport:
     rows_landed: int = 0
     commits: int = 0
     undecodable: int = 0
+    duplicates: int = 0
+    late: int = 0
     snapshot_id: int | None = None
     last_commit_at: float | None = None
     errors: list[str] = field(default_factory=list)
@@ -85,7 +90,8 @@ class LakeIngestor:
     """Consumes one dataset's topic into its Iceberg table."""
 
     def __init__(
-        self, settings: Settings, bootstrap: str, dataset: Dataset, table: Table, registry: SchemaRegistry
+        self, settings: Settings, bootstrap: str, dataset: Dataset, table: Table, registry: SchemaRegistry,
+        quality_table: Table | None = None,
     ) -> None:
         self._settings = settings
         self._dataset = dataset
@@ -95,10 +101,13 @@ class LakeIngestor:
         self._cluster = cluster_id(bootstrap)
         self._consumer = Consumer(consumer_config(settings, bootstrap))
         self.report = IngestReport()
+        self._tracker = SequenceTracker(lambda keys: landed_ranges(self._table, keys))
+        self._quality_table = quality_table
         self._assigned_at: float | None = None
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._table.refresh()
+        self._tracker.reset()  # symbols may have moved between consumers: re-derive their state from the lake
         landed = writer.landed_offsets(self._table, self._topic)
         if landed is not None and landed.cluster_id != self._cluster:
             log.info(  # normal with the in-memory local broker, which is a new cluster after every start
@@ -124,19 +133,34 @@ class LakeIngestor:
         for problem in problems:
             log.error("%s: %s", self._topic, problem)
         self.report.errors.extend(problems[: max(0, 50 - len(self.report.errors))])
-        landed_rows = batch.num_rows if batch is not None else 0
-        self.report.undecodable += len(pending.values) - landed_rows
+        decoded_rows = batch.num_rows if batch is not None else 0
+        self.report.undecodable += len(pending.values) - decoded_rows
         if batch is not None and batch.num_rows:
-            offsets = writer.LandedOffsets(self._cluster, self._topic, dict(pending.next_offsets))
-            self.report.snapshot_id = writer.append(self._table, batch, offsets)
-        # with no good rows there is nothing to land: re-reading these records after a crash is harmless
+            checked = self._tracker.check(batch)
+            snapshot_id = None
+            if checked.keep.num_rows:
+                offsets = writer.LandedOffsets(self._cluster, self._topic, dict(pending.next_offsets))
+                snapshot_id = self.report.snapshot_id = writer.append(self._table, checked.keep, offsets)
+            self._tracker.commit(checked)
+            self.report.rows_landed += checked.keep.num_rows
+            self.report.duplicates += batch.num_rows - checked.keep.num_rows
+            self.report.late += sum(q.late for q in checked.quality.values())
+            self._record_quality(snapshot_id, checked)
+        # with no new rows there is nothing to land: re-reading these records after a crash is harmless
         self._consumer.commit(
             offsets=[TopicPartition(self._topic, p, o) for p, o in pending.next_offsets.items()],
             asynchronous=False,
         )
-        self.report.rows_landed += landed_rows
         self.report.commits += 1
         self.report.last_commit_at = time.monotonic()
+
+    def _record_quality(self, snapshot_id: int | None, checked: Checked) -> None:
+        if self._quality_table is None:
+            return
+        try:
+            append_quality(self._quality_table, self._dataset.value, snapshot_id, checked.quality)
+        except Exception:  # counters are best effort; the data commit already succeeded
+            log.exception("could not record data quality for snapshot %s", snapshot_id)
 
     def run(
         self,

@@ -13,6 +13,7 @@ from k2.ingest.kafka import ensure_topics
 from k2.ingest.producer import DeliveryError, DeliveryReport, TickProducer
 from k2.ingest.registry import LocalSchemaRegistry
 from k2.lake.catalog import ensure_table, open_catalog
+from k2.lake.quality import ensure_quality_table
 from k2.schemas import Dataset
 from k2.settings import Settings
 
@@ -67,6 +68,8 @@ def ingest(
 ) -> IngestReport:
     """Consume the dataset's topic into its Iceberg table until idle (or `max_messages`)."""
     ensure_topics(settings, bootstrap)
-    table = ensure_table(open_catalog(settings), settings, dataset)
-    ingestor = LakeIngestor(settings, bootstrap, dataset, table, registry_for(settings))
+    catalog = open_catalog(settings)
+    table = ensure_table(catalog, settings, dataset)
+    quality = ensure_quality_table(catalog, settings)
+    ingestor = LakeIngestor(settings, bootstrap, dataset, table, registry_for(settings), quality)
     return ingestor.run(max_messages=max_messages, idle_seconds=idle_seconds, on_progress=on_progress)

@@ -24,6 +24,7 @@ from pyiceberg.expressions import (
 from pyiceberg.table import Table
 
 from k2.lake.catalog import load_table, open_catalog
+from k2.lake.quality import QUALITY_TABLE
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
 
@@ -40,6 +41,13 @@ BARS_SCHEMA = pa.schema([
 ])
 COUNTS_SCHEMA = pa.schema([
     ("exchange", pa.string()), ("symbol", pa.string()), ("trades", pa.int64()), ("first_ts", _TS), ("last_ts", _TS),
+])
+
+
+QUALITY_VIEW_SCHEMA = pa.schema([
+    ("dataset", pa.string()), ("exchange", pa.string()), ("symbol", pa.string()), ("day", pa.date32()),
+    *[(name, pa.int64()) for name in ("received", "landed", "duplicates", "late", "first_sequence", "last_sequence",
+                                       "gaps", "missing")],
 ])
 
 
@@ -105,14 +113,16 @@ class QueryEngine:
         snapshot_id: int | None = None,
     ) -> list[str]:
         """Data files that may hold matching rows, after partition and column-statistics pruning."""
-        table = self.table(dataset)
+        return self._plan(self.table(dataset), self._filter(symbols, span or TimeRange()), snapshot_id)
+
+    @staticmethod
+    def _plan(table: Table | None, row_filter: BooleanExpression, snapshot_id: int | None = None) -> list[str]:
         if table is None or table.current_snapshot() is None:
             return []
-        scan = table.scan(row_filter=self._filter(symbols, span or TimeRange()), snapshot_id=snapshot_id)
         paths = []
-        for task in scan.plan_files():
+        for task in table.scan(row_filter=row_filter, snapshot_id=snapshot_id).plan_files():
             if task.delete_files:
-                raise QueryError(f"{dataset} has delete files; K2 tables are append/overwrite only")
+                raise QueryError(f"{table.name()} has delete files; K2 tables are append/overwrite only")
             paths.append(task.file.file_path.removeprefix("file://"))
         return paths
 
@@ -183,5 +193,24 @@ class QueryEngine:
         return self._run(
             "SELECT exchange, symbol, count(*) AS trades, min(ts) AS first_ts, max(ts) AS last_ts "
             f"FROM {{source}} WHERE {where} GROUP BY ALL ORDER BY exchange, symbol",
+            files, params,
+        )
+
+    def quality(self, symbols: list[str] | None = None) -> pa.Table:
+        """Per (dataset, exchange, symbol, day): rows received/landed, duplicates dropped, late rows, and the
+        current gaps (count and missing sequence numbers) with the landed sequence span."""
+        table = self._catalog.load_table((self._settings.namespace, QUALITY_TABLE)) if self._catalog.table_exists(
+            (self._settings.namespace, QUALITY_TABLE)) else None
+        files = self._plan(table, AlwaysTrue())
+        if not files:
+            return QUALITY_VIEW_SCHEMA.empty_table()
+        where, params = self._where(symbols, TimeRange())
+        return self._run(
+            "SELECT dataset, exchange, symbol, day, sum(received)::BIGINT AS received, sum(landed)::BIGINT AS landed, "
+            "sum(duplicates)::BIGINT AS duplicates, sum(late)::BIGINT AS late, "
+            "arg_max(first_sequence, committed_at) AS first_sequence, "
+            "arg_max(last_sequence, committed_at) AS last_sequence, "
+            "arg_max(gaps, committed_at) AS gaps, arg_max(missing, committed_at) AS missing "
+            f"FROM {{source}} WHERE {where} GROUP BY ALL ORDER BY ALL",
             files, params,
         )
