@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     topic_reference: str = "k2.reference.v1"
     topic_partitions: int = Field(4, ge=1)
     consumer_group: str = "k2-ingest"
+    consumer_instance_id: str | None = Field(
+        None,
+        description="Static group membership id (KIP-345): a restarted consumer with the same id takes its "
+        "partitions back at once. Each concurrent consumer needs its own id.",
+    )
     session_timeout_ms: int = Field(6000, ge=1000, description="Kafka consumer group session timeout.")
     producer_linger_ms: int = Field(5, ge=0)
     producer_queue_max_messages: int = Field(500_000, ge=1000, description="Bound on the producer's queue.")

@@ -162,12 +162,15 @@ def ingest(
     home: HomeOption = None,
     max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
     idle_seconds: Annotated[float | None, typer.Option(help="Stop after this long with no new records.")] = None,
+    instance_id: Annotated[str | None, typer.Option(
+        help="Static group membership id: a restart with the same id resumes at once (K2_CONSUMER_INSTANCE_ID)."
+    )] = None,
 ) -> None:
     """Consume the trades topic into the Iceberg table (exactly once) until idle or --max-messages."""
     from k2.cli.progress import ingest_with_progress
     from k2.ingest.broker import resolve_bootstrap
 
-    settings = settings_for(home)
+    settings = settings_for(home, consumer_instance_id=instance_id)
     report = ingest_with_progress(settings, resolve_bootstrap(settings), max_messages, idle_seconds)
     typer.echo(
         f"landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"

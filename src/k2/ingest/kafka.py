@@ -32,7 +32,9 @@ def producer_config(settings: Settings, bootstrap: str) -> dict[str, object]:
 
 
 def consumer_config(settings: Settings, bootstrap: str, group: str | None = None) -> dict[str, object]:
+    static = {"group.instance.id": settings.consumer_instance_id} if settings.consumer_instance_id else {}
     return {
+        **static,
         "bootstrap.servers": bootstrap,
         "group.id": group or settings.consumer_group,
         "enable.auto.commit": False,  # offsets are committed only after the Iceberg commit
