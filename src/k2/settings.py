@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     topic_trades: str = "k2.trades.v1"
     topic_quotes: str = "k2.quotes.v1"
     topic_reference: str = "k2.reference.v1"
+    topic_dlq: str = Field("k2.dlq.v1", description="Dead-letter topic for records that cannot be landed.")
     topic_partitions: int = Field(4, ge=1)
     consumer_group: str = "k2-ingest"
     consumer_instance_id: str | None = Field(
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     ingest_commit_rows: int = Field(250_000, ge=1, description="Rows buffered before one Iceberg commit.")
     ingest_commit_seconds: float = Field(5.0, gt=0, description="Max seconds rows wait before a commit.")
     ingest_idle_seconds: float = Field(3.0, gt=0, description="`k2 ingest` stops after this long with no data.")
+    max_future_skew_seconds: float = Field(
+        300.0, ge=0, description="Ticks stamped further than this in the future go to the dead-letter topic."
+    )
     csv_chunk_rows: int = Field(100_000, ge=1, description="Rows read from a CSV file per chunk.")
 
     # Lake

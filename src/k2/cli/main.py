@@ -20,7 +20,10 @@ app = typer.Typer(
 broker_app = typer.Typer(help="Manage the local Kafka-protocol broker (embedded profile).", no_args_is_help=True)
 query_app = typer.Typer(help="Query the lake with DuckDB.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+dlq_app = typer.Typer(help="Inspect and re-drive dead letters (records that could not be landed).",
+                      no_args_is_help=True)
 app.add_typer(query_app, name="query")
+app.add_typer(dlq_app, name="dlq")
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="K2 data directory (env K2_HOME, default ./.k2).", show_default=False)
@@ -176,7 +179,8 @@ def ingest(
         f"landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"
         + (f"; {report.duplicates:,} duplicates dropped" if report.duplicates else "")
         + (f"; {report.late:,} late rows landed" if report.late else "")
-        + (f"; {report.undecodable} undecodable records skipped" if report.undecodable else "")
+        + (f"; {report.dead_lettered:,} records sent to {settings.topic_dlq} (see `k2 dlq list`)"
+           if report.dead_lettered else "")
     )
 
 
@@ -231,6 +235,45 @@ def quality(home: HomeOption = None, symbol: SymbolOption = None, fmt: FormatOpt
     from k2.query.engine import QueryEngine
 
     render(QueryEngine(settings_for(home)).quality(split_symbols(symbol)), fmt, "data quality")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    home: HomeOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Dead letters with their source topic/partition/offset and the reason they were rejected."""
+    import pyarrow as pa
+
+    from k2.ingest.broker import resolve_bootstrap
+    from k2.ingest.dlq import read_dead_letters
+
+    settings = settings_for(home)
+    rows = []
+    for letter in read_dead_letters(settings, resolve_bootstrap(settings)):
+        rows.append({
+            "source": f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
+            "failed_at": letter.failed_at, "key": (letter.key or b"").decode(errors="replace"),
+            "bytes": len(letter.value), "error": letter.error,
+        })
+        if len(rows) >= limit:
+            break
+    table = pa.Table.from_pylist(rows, schema=pa.schema(
+        [("source", pa.string()), ("failed_at", pa.string()), ("key", pa.string()), ("bytes", pa.int64()),
+         ("error", pa.string())]))
+    render(table, fmt, f"dead letters in {settings.topic_dlq}")
+
+
+@dlq_app.command("replay")
+def dlq_replay(home: HomeOption = None) -> None:
+    """Re-produce dead letters not yet replayed to their source topics (after fixing the cause), then run ingest."""
+    from k2.ingest.broker import resolve_bootstrap
+    from k2.ingest.dlq import replay_dead_letters
+
+    settings = settings_for(home)
+    count = replay_dead_letters(settings, resolve_bootstrap(settings))
+    typer.echo(f"re-drove {count:,} dead letters to their source topics; run `k2 ingest` to land them")
 
 
 # ----------------------------------------------------------------------------------------------------- demo

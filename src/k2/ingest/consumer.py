@@ -7,22 +7,22 @@ Kafka commit neither loses nor duplicates rows. The Kafka group commit that foll
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-import polars as pl
-import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from pyiceberg.table import Table
 
-from k2.ingest.avro_codec import DecodeError, decode_bodies, split_headers
+from k2.ingest.decoding import decode_records
+from k2.ingest.dlq import DeadLetter, DeadLetterWriter, now_iso
 from k2.ingest.kafka import cluster_id, consumer_config, topic_for
-from k2.ingest.registry import SchemaNotFoundError, SchemaRegistry
+from k2.ingest.registry import SchemaRegistry
 from k2.ingest.sequencing import Checked, SequenceTracker
+from k2.ingest.validation import validate
 from k2.lake import writer
 from k2.lake.quality import append_quality
 from k2.lake.sequences import landed_ranges
@@ -39,7 +39,7 @@ class IngestReport:
     messages: int = 0
     rows_landed: int = 0
     commits: int = 0
-    undecodable: int = 0
+    dead_lettered: int = 0
     duplicates: int = 0
     late: int = 0
     snapshot_id: int | None = None
@@ -49,41 +49,13 @@ class IngestReport:
 
 @dataclass
 class _Pending:
-    values: list[bytes] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
     since: float = field(default_factory=time.monotonic)
 
     def add(self, message: Message) -> None:
-        self.values.append(message.value() or b"")
+        self.messages.append(message)
         self.next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
-
-
-def decode_values(values: list[bytes], registry: SchemaRegistry) -> tuple[pa.Table | None, list[str]]:
-    """Decode Confluent-framed Avro records, one native block per writer schema; returns rows and problems."""
-    framed = split_headers(values)
-    problems = [f"record {i}: no Confluent wire-format header" for i in np.flatnonzero(framed.bad_header)]
-    starts = np.concatenate(([0], framed.body_ends[:-1]))
-    frames: list[pl.DataFrame] = []
-    for schema_id in np.unique(framed.schema_ids[~framed.bad_header]):
-        rows = np.flatnonzero(framed.schema_ids == schema_id)
-        try:
-            schema = registry.schema(int(schema_id))
-        except SchemaNotFoundError as exc:
-            problems.append(f"{len(rows)} records: {exc}")
-            continue
-        if len(rows) == int((~framed.bad_header).sum()):
-            bodies = framed.bodies.tobytes()
-        else:
-            bodies = b"".join(framed.bodies[starts[r] : framed.body_ends[r]].tobytes() for r in rows)
-        try:
-            frames.append(decode_bodies(schema, bodies, len(rows)))
-        except DecodeError as exc:
-            problems.append(f"{len(rows)} records with schema id {schema_id}: {exc}")
-    if not frames:
-        return None, problems
-    frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    frame = frame.with_columns(pl.col(pl.Categorical).cast(pl.String))
-    return frame.to_arrow(), problems
 
 
 class LakeIngestor:
@@ -100,6 +72,7 @@ class LakeIngestor:
         self._topic = topic_for(settings, dataset)
         self._cluster = cluster_id(bootstrap)
         self._consumer = Consumer(consumer_config(settings, bootstrap))
+        self._dlq = DeadLetterWriter(settings, bootstrap)
         self.report = IngestReport()
         self._tracker = SequenceTracker(lambda keys: landed_ranges(self._table, keys))
         self._quality_table = quality_table
@@ -127,14 +100,16 @@ class LakeIngestor:
         self._assigned_at = time.monotonic()
 
     def _land(self, pending: _Pending) -> None:
-        if not pending.values:
+        if not pending.messages:
             return
-        batch, problems = decode_values(pending.values, self._registry)
-        for problem in problems:
-            log.error("%s: %s", self._topic, problem)
-        self.report.errors.extend(problems[: max(0, 50 - len(self.report.errors))])
-        decoded_rows = batch.num_rows if batch is not None else 0
-        self.report.undecodable += len(pending.values) - decoded_rows
+        decoded = decode_records([m.value() or b"" for m in pending.messages], self._registry, self._dataset)
+        failures = decoded.failures
+        batch = decoded.table
+        if batch is not None:
+            skew = dt.timedelta(seconds=self._settings.max_future_skew_seconds)
+            batch, invalid = validate(self._dataset, batch, skew)
+            failures = failures + invalid
+        self._dead_letters(pending.messages, failures)  # acknowledged before anything is committed
         if batch is not None and batch.num_rows:
             checked = self._tracker.check(batch)
             snapshot_id = None
@@ -153,6 +128,24 @@ class LakeIngestor:
         )
         self.report.commits += 1
         self.report.last_commit_at = time.monotonic()
+
+    def _dead_letters(self, messages: list[Message], failures: list[tuple[int, str]]) -> None:
+        if not failures:
+            return
+        failed_at = now_iso()
+        letters = [
+            DeadLetter(self._topic, messages[i].partition() or 0, messages[i].offset() or 0, reason,
+                       messages[i].key(), messages[i].value() or b"", failed_at)
+            for i, reason in failures
+        ]
+        self._dlq.send(letters)
+        self.report.dead_lettered += len(letters)
+        room = max(0, 20 - len(self.report.errors))
+        self.report.errors.extend(
+            f"partition {x.source_partition} offset {x.source_offset}: {x.error}" for x in letters[:room]
+        )
+        log.warning("%s: %d record(s) sent to dead-letter topic %s, e.g. %s", self._topic, len(letters),
+                    self._settings.topic_dlq, letters[0].error)
 
     def _record_quality(self, snapshot_id: int | None, checked: Checked) -> None:
         if self._quality_table is None:
@@ -194,8 +187,8 @@ class LakeIngestor:
                 if got:
                     last_data = now
                 caught_up = not got  # an empty poll: land what we have rather than let it wait
-                if len(pending.values) >= self._settings.ingest_commit_rows or (
-                    pending.values and (caught_up or now - pending.since >= self._settings.ingest_commit_seconds)
+                if len(pending.messages) >= self._settings.ingest_commit_rows or (
+                    pending.messages and (caught_up or now - pending.since >= self._settings.ingest_commit_seconds)
                 ):
                     self._land(pending)
                     pending = _Pending()
@@ -218,4 +211,5 @@ class LakeIngestor:
             gc.enable()
             gc.unfreeze()
             self._consumer.close()
+            self._dlq.close()
         return self.report

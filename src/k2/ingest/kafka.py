@@ -53,7 +53,7 @@ def ensure_topics(settings: Settings, bootstrap: str, timeout: float = 15.0) -> 
     """Create the K2 topics if they do not exist (idempotent)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [topic_for(settings, d) for d in Dataset]
+    wanted = [topic_for(settings, d) for d in Dataset] + [settings.topic_dlq]
     new = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t not in existing]
     if not new:
         return

@@ -1,0 +1,72 @@
+"""Records that cannot be landed go to the dead-letter topic with their reason; the partition never blocks;
+`k2 dlq replay` re-drives them after a fix."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+from confluent_kafka import Producer
+
+from k2.ingest import pipeline
+from k2.ingest.avro_codec import encode_batch
+from k2.ingest.dlq import read_dead_letters, replay_dead_letters
+from k2.ingest.generator import generate_trades
+from k2.ingest.kafka import ensure_topics
+from k2.ingest.producer import subject_for, with_ingest_ts
+from k2.query.engine import QueryEngine
+from k2.schemas import Dataset, avro_schema
+from k2.settings import Settings
+
+DAY = dt.date(2026, 3, 2)
+
+
+def _produce_raw(settings: Settings, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for value in values:
+        producer.produce(settings.topic_trades, value, b"AAA")
+    assert producer.flush(10) == 0
+
+
+def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings) -> None:
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    ensure_topics(kafka_settings, bootstrap)
+    registry = pipeline.registry_for(kafka_settings)
+    schema_id = registry.register(subject_for(kafka_settings.topic_trades), avro_schema(Dataset.TRADES))
+    trades = with_ingest_ts(generate_trades(DAY, ["AAA"], 10, seed=5))
+    good = encode_batch(trades, avro_schema(Dataset.TRADES), schema_id).values()
+
+    negative_size = trades.slice(0, 1).set_column(6, "size", pa.array([-5], pa.int64()))
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    in_future = trades.slice(1, 1).set_column(2, "ts", pa.array([future], pa.timestamp("us", tz="UTC")))
+    encode = lambda t: encode_batch(t, avro_schema(Dataset.TRADES), schema_id).values()[0]  # noqa: E731
+    bad = [
+        encode(negative_size),
+        encode(in_future),
+        b"\x00\x00\x00\x03\xe7" + good[3][5:],  # schema id 999 is not registered
+        b"not avro at all",
+        good[4][:12],  # truncated body
+    ]
+    _produce_raw(kafka_settings, [good[5], *bad, *good[6:]])
+
+    report = pipeline.ingest(kafka_settings, bootstrap)
+    assert report.rows_landed == 5  # good[5..9]: the bad records in the middle did not block them
+    assert report.dead_lettered == 5
+    letters = read_dead_letters(kafka_settings, bootstrap)
+    reasons = sorted(letter.error for letter in letters)
+    assert any("size must be > 0" in r for r in reasons)
+    assert any("in the future" in r for r in reasons)
+    assert any("schema id 999 is not registered" in r for r in reasons)
+    assert any("no Confluent wire-format header" in r for r in reasons)
+    assert any("does not decode" in r for r in reasons)
+    assert {letter.source_topic for letter in letters} == {kafka_settings.topic_trades}
+    assert sorted(letter.source_offset for letter in letters) == [1, 2, 3, 4, 5]
+    assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 5
+
+    # fix the cause of one (allow a larger clock skew), re-drive, re-ingest: it lands, the rest return to the DLQ
+    fixed = kafka_settings.model_copy(update={"max_future_skew_seconds": 3 * 86_400})
+    assert replay_dead_letters(fixed, bootstrap) == 5
+    assert replay_dead_letters(fixed, bootstrap) == 0  # already re-driven
+    again = pipeline.ingest(fixed, bootstrap)
+    assert (again.rows_landed, again.dead_lettered) == (1, 4)
+    assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 6
