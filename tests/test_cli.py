@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from k2.ingest.broker import BrokerState
 from k2.settings import Settings
 
 K2 = [sys.executable, "-m", "k2.cli"]
@@ -103,3 +105,40 @@ def test_settings_come_from_k2_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     settings = Settings()
     assert settings.home == tmp_path and settings.topic_partitions == 8 and settings.broker == "noida"
     assert settings.resolved_catalog_uri == f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+def test_unreachable_broker_is_a_clear_error_after_retries(home: Path) -> None:
+    from k2.data import asx_sample_dir
+    from k2.ingest.broker import free_port
+
+    result = run_k2(
+        "load", str(asx_sample_dir() / "trades" / "7181.csv"), home=home,
+        env={"K2_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "K2_KAFKA_CONNECT_TIMEOUT_SECONDS": "2"},
+    )
+    assert result.returncode == 1
+    assert "no Kafka broker answered" in result.stderr and "nothing was sent" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_sigint_during_load_flushes_what_was_read(broker: BrokerState, home: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    env = {"K2_KAFKA_BOOTSTRAP": broker.bootstrap, "K2_TOPIC_TRADES": f"sigint-{tag}", "K2_TOPIC_DLQ": f"dlq-{tag}",
+           "K2_CONSUMER_GROUP": f"g-{tag}", "K2_CSV_CHUNK_ROWS": "20000"}
+    csv_path = tmp_path / "big.csv"
+    assert run_k2("generate", "--trades", "1500000", "--out", str(csv_path), home=home).returncode == 0
+    process = subprocess.Popen([*K2, "load", str(csv_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "K2_HOME": str(home), **env})
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in out
+    sent = int(re.search(r"sent ([\d,]+), rejected", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert 0 < sent < 1_500_000
+    ingested = run_k2("ingest", "--idle-seconds", "2", home=home, env=env)
+    assert f"landed {sent:,} rows" in ingested.stdout, ingested.stdout + ingested.stderr

@@ -43,7 +43,7 @@ def test_generated_day_lands_exactly_once_and_queries_match(kafka_settings: Sett
     assert report.delivered == trades.num_rows and report.failed == 0
     landed = pipeline.ingest(kafka_settings, kafka_settings.kafka_bootstrap or "")
     assert landed.rows_landed == trades.num_rows
-    assert landed.undecodable == 0
+    assert landed.dead_lettered == 0 and landed.duplicates == 0
 
     engine = QueryEngine(kafka_settings)
     counts = {r["symbol"]: r["trades"] for r in engine.counts().to_pylist()}
@@ -182,3 +182,23 @@ def test_gaps_and_late_ticks_are_tracked_and_queryable(kafka_settings: Settings)
     [state] = engine.quality(["AAA"]).to_pylist()
     assert (state["landed"], state["gaps"], state["missing"], state["late"]) == (1_000, 0, 0, 4)
     assert engine.trades(["AAA"], limit=None)["sequence"].to_pylist() == list(range(1, 1_001))
+
+
+def test_ingest_metrics_are_served_over_http(kafka_settings: Settings) -> None:
+    import urllib.request
+
+    from k2.ingest.broker import free_port
+    from k2.obs.metrics import serve
+
+    port = free_port()
+    serve(port)
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    day = generate_trades(DAY, ["MET"], 500, seed=9)
+    gap = pa.compute.not_equal(day["sequence"], 250)
+    pipeline.produce_table(kafka_settings, bootstrap, day.filter(gap))
+    pipeline.ingest(kafka_settings, bootstrap)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert f'k2_ingest_messages_total{{topic="{kafka_settings.topic_trades}"}} 499.0' in text
+    assert 'k2_sequence_gaps{dataset="trades",exchange="K2X",symbol="MET"} 1.0' in text
+    assert 'k2_sequence_missing{dataset="trades",exchange="K2X",symbol="MET"} 1.0' in text
+    assert 'k2_ingest_rows_total{dataset="trades",outcome="landed"}' in text

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset = the local broker managed by `k2 broker`."
     )
+    kafka_connect_timeout_seconds: float = Field(
+        15.0, gt=0, description="How long to retry reaching Kafka at start before giving up with an error."
+    )
     broker: BrokerKind = Field("tansu", description="Which local Kafka-protocol broker `k2` manages.")
     topic_trades: str = "k2.trades.v1"
     topic_quotes: str = "k2.quotes.v1"

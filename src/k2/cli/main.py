@@ -151,10 +151,15 @@ def load(
         typer.echo(
             f"{path}: read {stats.rows_read:,} rows, sent {report.delivered:,}, rejected {stats.rows_rejected:,}"
         )
+        if stats.interrupted:
+            typer.echo(f"{path}: interrupted — everything read so far was flushed; re-run to load the rest "
+                       "(re-loading is idempotent: duplicates are dropped at ingest)")
         for rejected in stats.rejected[:show_rejects]:
             typer.echo(f"  line {rejected.line}: {rejected.reason}")
         if stats.rows_rejected > show_rejects:
             typer.echo(f"  … {stats.rows_rejected - show_rejects} more rejected rows")
+        if stats.interrupted:
+            raise typer.Exit(130)
 
 
 # --------------------------------------------------------------------------------------------------- ingest
@@ -165,6 +170,7 @@ def ingest(
     home: HomeOption = None,
     max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
     idle_seconds: Annotated[float | None, typer.Option(help="Stop after this long with no new records.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
     instance_id: Annotated[str | None, typer.Option(
         help="Static group membership id: a restart with the same id resumes at once (K2_CONSUMER_INSTANCE_ID)."
     )] = None,
@@ -174,6 +180,10 @@ def ingest(
     from k2.ingest.broker import resolve_bootstrap
 
     settings = settings_for(home, consumer_instance_id=instance_id)
+    if metrics_port is not None:
+        from k2.obs.metrics import serve
+
+        serve(metrics_port)
     report = ingest_with_progress(settings, resolve_bootstrap(settings), max_messages, idle_seconds)
     typer.echo(
         f"landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"

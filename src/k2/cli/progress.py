@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,12 +33,36 @@ def load_with_progress(
     settings: Settings, bootstrap: str, path: Path, layout: Layout | None, symbol: str | None,
     exchange: str | None, company_info: Path | None,
 ) -> tuple[LoadStats, DeliveryReport]:
-    with _progress() as bar:
+    with _progress() as bar, StopOnSignal() as stop:
         task = bar.add_task(f"load {path.name} → Kafka", total=None)
         return pipeline.load_csv(
             settings, bootstrap, path, layout, symbol, exchange, company_info,
-            on_progress=lambda n: bar.advance(task, n),
+            on_progress=lambda n: bar.advance(task, n), should_stop=stop.requested,
         )
+
+
+class StopOnSignal:
+    """While active, SIGINT/SIGTERM ask the running stage to stop cleanly instead of killing it mid-flush."""
+
+    def __init__(self) -> None:
+        self._stop = False
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self._stop
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self._stop = True
+        console.print(f"[yellow]{signal.Signals(signum).name}: finishing the current chunk and flushing …[/]")
+
+    def __enter__(self) -> StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 def ingest_with_progress(

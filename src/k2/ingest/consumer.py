@@ -26,6 +26,14 @@ from k2.ingest.validation import validate
 from k2.lake import writer
 from k2.lake.quality import append_quality
 from k2.lake.sequences import landed_ranges
+from k2.obs.metrics import (
+    INGEST_COMMIT_SECONDS,
+    INGEST_COMMITS,
+    INGEST_MESSAGES,
+    INGEST_ROWS,
+    SEQUENCE_GAPS,
+    SEQUENCE_MISSING,
+)
 from k2.schemas import Dataset
 from k2.settings import Settings
 
@@ -43,6 +51,7 @@ class IngestReport:
     duplicates: int = 0
     late: int = 0
     snapshot_id: int | None = None
+    first_message_at: float | None = None
     last_commit_at: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -102,6 +111,7 @@ class LakeIngestor:
     def _land(self, pending: _Pending) -> None:
         if not pending.messages:
             return
+        started = time.perf_counter()
         decoded = decode_records([m.value() or b"" for m in pending.messages], self._registry, self._dataset)
         failures = decoded.failures
         batch = decoded.table
@@ -121,6 +131,7 @@ class LakeIngestor:
             self.report.duplicates += batch.num_rows - checked.keep.num_rows
             self.report.late += sum(q.late for q in checked.quality.values())
             self._record_quality(snapshot_id, checked)
+            self._export(checked, batch.num_rows - checked.keep.num_rows)
         # with no new rows there is nothing to land: re-reading these records after a crash is harmless
         self._consumer.commit(
             offsets=[TopicPartition(self._topic, p, o) for p, o in pending.next_offsets.items()],
@@ -128,6 +139,9 @@ class LakeIngestor:
         )
         self.report.commits += 1
         self.report.last_commit_at = time.monotonic()
+        dataset = self._dataset.value
+        INGEST_COMMITS.labels(dataset).inc()
+        INGEST_COMMIT_SECONDS.labels(dataset).observe(time.perf_counter() - started)
 
     def _dead_letters(self, messages: list[Message], failures: list[tuple[int, str]]) -> None:
         if not failures:
@@ -140,12 +154,22 @@ class LakeIngestor:
         ]
         self._dlq.send(letters)
         self.report.dead_lettered += len(letters)
+        INGEST_ROWS.labels(self._dataset.value, "dead_letter").inc(len(letters))
         room = max(0, 20 - len(self.report.errors))
         self.report.errors.extend(
             f"partition {x.source_partition} offset {x.source_offset}: {x.error}" for x in letters[:room]
         )
         log.warning("%s: %d record(s) sent to dead-letter topic %s, e.g. %s", self._topic, len(letters),
                     self._settings.topic_dlq, letters[0].error)
+
+    def _export(self, checked: Checked, duplicates: int) -> None:
+        dataset = self._dataset.value
+        INGEST_ROWS.labels(dataset, "landed").inc(checked.keep.num_rows)
+        INGEST_ROWS.labels(dataset, "duplicate").inc(duplicates)
+        INGEST_ROWS.labels(dataset, "late").inc(sum(q.late for q in checked.quality.values()))
+        for (exchange, symbol, _), quality in checked.quality.items():
+            SEQUENCE_GAPS.labels(dataset, exchange, symbol).set(quality.gaps)
+            SEQUENCE_MISSING.labels(dataset, exchange, symbol).set(quality.missing)
 
     def _record_quality(self, snapshot_id: int | None, checked: Checked) -> None:
         if self._quality_table is None:
@@ -183,9 +207,12 @@ class LakeIngestor:
                         raise RuntimeError(f"Kafka error on {self._topic}: {error.str()}")
                 got = sum(1 for m in messages if m.error() is None)
                 self.report.messages += got
+                INGEST_MESSAGES.labels(self._topic).inc(got)
                 now = time.monotonic()
                 if got:
                     last_data = now
+                    if self.report.first_message_at is None:
+                        self.report.first_message_at = now
                 caught_up = not got  # an empty poll: land what we have rather than let it wait
                 if len(pending.messages) >= self._settings.ingest_commit_rows or (
                     pending.messages and (caught_up or now - pending.since >= self._settings.ingest_commit_seconds)

@@ -46,6 +46,7 @@ class RejectedRow:
 class LoadStats:
     rows_read: int = 0
     rows_valid: int = 0
+    interrupted: bool = False
     rejected: list[RejectedRow] = field(default_factory=list)
 
     @property

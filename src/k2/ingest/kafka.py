@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -49,9 +51,34 @@ def consumer_config(settings: Settings, bootstrap: str, group: str | None = None
     }
 
 
+class KafkaUnavailableError(RuntimeError):
+    """No broker answered at the configured bootstrap servers."""
+
+
+def wait_for_kafka(bootstrap: str, timeout: float) -> AdminClient:
+    """An admin client once the cluster answers; retries with backoff, then a clear error."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    delay, attempts = 0.1, 0
+    while True:
+        attempts += 1
+        try:
+            admin.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            return admin
+        except KafkaException as exc:
+            if time.monotonic() + delay >= deadline:
+                raise KafkaUnavailableError(
+                    f"no Kafka broker answered at {bootstrap} after {attempts} attempt(s) over {timeout:.0f}s "
+                    f"({exc.args[0].str() if exc.args else exc}); nothing was sent. Start one with `k2 broker start` "
+                    "or fix K2_KAFKA_BOOTSTRAP"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def ensure_topics(settings: Settings, bootstrap: str, timeout: float = 15.0) -> None:
     """Create the K2 topics if they do not exist (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = wait_for_kafka(bootstrap, settings.kafka_connect_timeout_seconds)
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [topic_for(settings, d) for d in Dataset] + [settings.topic_dlq]
     new = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t not in existing]

@@ -41,16 +41,26 @@ def produce_table(
 def load_csv(
     settings: Settings, bootstrap: str, path: Path, layout: Layout | None = None, symbol: str | None = None,
     exchange: str | None = None, company_info: Path | None = None, on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[LoadStats, DeliveryReport]:
-    """CSV file → trades topic, streaming in chunks. Bad rows are in the returned stats, good ones are sent."""
+    """CSV file → trades topic, streaming in chunks. Bad rows are in the returned stats, good ones are sent.
+
+    `should_stop` is polled between chunks (SIGINT/SIGTERM): reading stops, and what was queued is still flushed.
+    """
     ensure_topics(settings, bootstrap)
     producer = TickProducer(settings, bootstrap, registry_for(settings))
     stats = LoadStats()
-    for chunk in read_trades(path, layout, symbol, exchange, company_info, settings.csv_chunk_rows, stats):
-        sent = producer.send(Dataset.TRADES, chunk)
-        if on_progress:
-            on_progress(sent)
-    return stats, _checked(producer.close())
+    try:
+        for chunk in read_trades(path, layout, symbol, exchange, company_info, settings.csv_chunk_rows, stats):
+            sent = producer.send(Dataset.TRADES, chunk)
+            if on_progress:
+                on_progress(sent)
+            if should_stop and should_stop():
+                stats.interrupted = True
+                break
+    finally:
+        report = producer.close()
+    return stats, _checked(report)
 
 
 def _checked(report: DeliveryReport) -> DeliveryReport:

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from k2.ingest.avro_codec import encode_batch
 from k2.ingest.kafka import producer_config, topic_for
 from k2.ingest.registry import SchemaRegistry
+from k2.obs.metrics import PRODUCE_FAILURES, PRODUCED
 from k2.schemas import Dataset, avro_schema
 from k2.settings import Settings
 
@@ -58,6 +59,7 @@ class TickProducer:
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self._report.failed += 1
+            PRODUCE_FAILURES.labels(message.topic()).inc()
             if len(self._report.errors) < 20:
                 self._report.errors.append(f"{message.topic()}: {error.str()}")
 
@@ -84,6 +86,7 @@ class TickProducer:
             if i % _POLL_EVERY == 0:
                 poll(0)
         self._report.queued += len(encoded)
+        PRODUCED.labels(topic).inc(len(encoded))
         return len(encoded)
 
     def close(self, timeout: float = 60.0) -> DeliveryReport:

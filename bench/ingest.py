@@ -1,0 +1,130 @@
+"""Ingest throughput: produce, consume → Iceberg, and end to end, against the ceiling of appending the same
+Arrow data straight to Iceberg. Real local broker (Tansu by default), real lake in a temp dir.
+
+    .venv/bin/python bench/ingest.py --sizes 1000000 5000000 20000000 [--broker tansu|noida]
+
+Prints one row per size with rows/s per stage and the ratio to the ceiling (direct Arrow → Iceberg append).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from k2.ingest import pipeline
+from k2.ingest.broker import ManagedBroker
+from k2.ingest.generator import generate_trades
+from k2.ingest.producer import TickProducer, with_ingest_ts
+from k2.lake import writer
+from k2.lake.catalog import ensure_table, open_catalog
+from k2.schemas import Dataset
+from k2.settings import Settings
+
+SYMBOLS = [f"S{i:03d}" for i in range(50)]
+DAY_ROWS = 1_000_000
+
+
+def days(total: int) -> Iterator[pa.Table]:
+    """`total` trades as successive synthetic days of up to 1M trades."""
+    start = dt.date(2026, 1, 5)
+    for index, offset in enumerate(range(0, total, DAY_ROWS)):
+        yield generate_trades(start + dt.timedelta(days=index), SYMBOLS, min(DAY_ROWS, total - offset), seed=index)
+
+
+def fresh_settings(root: Path, bootstrap: str) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings(home=root / tag, kafka_bootstrap=bootstrap, topic_trades=f"bench-{tag}", topic_dlq=f"dlq-{tag}",
+                    consumer_group=f"bench-{tag}", ingest_idle_seconds=2.0)
+
+
+def produce(settings: Settings, total: int) -> float:
+    """Seconds to encode, produce and get every record acknowledged (generation excluded)."""
+    from k2.ingest.kafka import ensure_topics
+
+    ensure_topics(settings, settings.kafka_bootstrap or "")
+    producer = TickProducer(settings, settings.kafka_bootstrap or "", pipeline.registry_for(settings))
+    spent = 0.0
+    for day in days(total):
+        started = time.perf_counter()
+        for offset in range(0, day.num_rows, 100_000):
+            producer.send(Dataset.TRADES, day.slice(offset, 100_000))
+        spent += time.perf_counter() - started
+    started = time.perf_counter()
+    report = producer.close()
+    assert report.failed == 0 and report.queued == total, report
+    return spent + time.perf_counter() - started
+
+
+def consume(settings: Settings, total: int) -> float:
+    """Seconds from the first consumed record to the last Iceberg commit (group join excluded)."""
+    report = pipeline.ingest(settings, settings.kafka_bootstrap or "")
+    assert report.rows_landed == total, report
+    assert report.first_message_at is not None and report.last_commit_at is not None
+    return report.last_commit_at - report.first_message_at
+
+
+def end_to_end(settings: Settings, total: int) -> float:
+    """Seconds from the first record produced to the last Iceberg commit, producer and consumer concurrent."""
+    from k2.ingest.kafka import ensure_topics
+
+    ensure_topics(settings, settings.kafka_bootstrap or "")
+    result: dict[str, object] = {}
+    bootstrap = settings.kafka_bootstrap or ""
+    consumer = threading.Thread(target=lambda: result.update(r=pipeline.ingest(settings, bootstrap)))
+    consumer.start()
+    time.sleep(settings.session_timeout_ms / 1000 + 1)  # let the group join finish: measure the pipeline, not it
+    started = time.monotonic()
+    produce(settings, total)
+    consumer.join()
+    report = result["r"]
+    assert report.rows_landed == total, report  # type: ignore[attr-defined]
+    return report.last_commit_at - started  # type: ignore[attr-defined,no-any-return]
+
+
+def ceiling(root: Path, total: int, batch: int) -> float:
+    """Seconds to append the same rows straight to Iceberg in consumer-sized commits."""
+    settings = Settings(home=root / f"ceiling-{uuid.uuid4().hex[:8]}")
+    table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
+    spent = 0.0
+    for day in days(total):
+        day = with_ingest_ts(day)
+        started = time.perf_counter()
+        for offset in range(0, day.num_rows, batch):
+            writer.append(table, day.slice(offset, batch))
+        spent += time.perf_counter() - started
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--broker", choices=["tansu", "noida"], default="tansu")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="k2-bench-ingest-"))
+    batch = Settings().ingest_commit_rows
+    print(f"broker {args.broker}, {len(SYMBOLS)} symbols, Iceberg commits of {batch:,} rows, lake in {root}")
+    header = f"{'trades':>12}{'produce/s':>12}{'consume→ice/s':>15}{'e2e/s':>10}{'ceiling/s':>11}{'e2e/ceiling':>13}"
+    print(header)
+    for total in args.sizes:
+        with ManagedBroker(args.broker, root / f"broker-{total}") as broker:
+            staged = fresh_settings(root, broker.bootstrap)
+            produce_s = produce(staged, total)
+            consume_s = consume(staged, total)
+        with ManagedBroker(args.broker, root / f"broker-e2e-{total}") as broker:
+            e2e_s = end_to_end(fresh_settings(root, broker.bootstrap), total)
+        ceiling_s = ceiling(root, total, batch)
+        rates = [total / s for s in (produce_s, consume_s, e2e_s, ceiling_s)]
+        print(f"{total:>12,}{rates[0]:>12,.0f}{rates[1]:>15,.0f}{rates[2]:>10,.0f}{rates[3]:>11,.0f}"
+              f"{rates[2] / rates[3]:>13.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics shared by every K2 process."""
