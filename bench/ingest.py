@@ -76,6 +76,7 @@ def end_to_end(settings: Settings, total: int) -> float:
     from k2.ingest.kafka import ensure_topics
 
     ensure_topics(settings, settings.kafka_bootstrap or "")
+    settings = settings.model_copy(update={"ingest_idle_seconds": 15.0})  # outlasts the wait for the group join
     result: dict[str, object] = {}
     bootstrap = settings.kafka_bootstrap or ""
     consumer = threading.Thread(target=lambda: result.update(r=pipeline.ingest(settings, bootstrap)))

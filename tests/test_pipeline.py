@@ -202,3 +202,25 @@ def test_ingest_metrics_are_served_over_http(kafka_settings: Settings) -> None:
     assert 'k2_sequence_gaps{dataset="trades",exchange="K2X",symbol="MET"} 1.0' in text
     assert 'k2_sequence_missing{dataset="trades",exchange="K2X",symbol="MET"} 1.0' in text
     assert 'k2_ingest_rows_total{dataset="trades",outcome="landed"}' in text
+
+
+def test_asx_quotes_land_with_empty_sides_as_null(kafka_settings: Settings) -> None:
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    path = asx_sample_dir() / "quotes" / "7181.csv"
+    stats, report = pipeline.load_csv(kafka_settings, bootstrap, path, dataset=Dataset.QUOTES)
+    assert stats.rows_read == report.delivered == 549 and stats.rows_rejected == 0
+    landed = pipeline.ingest(kafka_settings, bootstrap, Dataset.QUOTES)
+    assert landed.rows_landed == 549
+    quotes = QueryEngine(kafka_settings).quotes(["DVN"], limit=None)
+    assert quotes.num_rows == 549
+    rows = quotes.to_pylist()
+    file_rows = [line.split(",") for line in path.read_text().splitlines()]
+    # first row of the file: bid 0.66 x 24999, ask 0.0 x 0 → the ask side is empty (null), not a quote at zero
+    assert file_rows[0][2:] == ["0.66", "0.0", "24999", "0"]
+    first = rows[0]
+    assert (first["bid_price"], first["bid_size"], first["ask_price"], first["ask_size"]) == (
+        Decimal("0.66"), 24999, None, None)
+    empty_asks = sum(1 for r in file_rows if Decimal(r[3]) == 0)
+    assert sum(1 for r in rows if r["ask_price"] is None) == empty_asks > 0
+    assert all(r["bid_price"] is None or r["bid_price"] > 0 for r in rows)
+    assert [r["bid_size"] or 0 for r in rows] == [int(r[4]) for r in file_rows]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from k2.cli.output import OutputFormat, console, render
 from k2.settings import BrokerKind, Settings
+
+if TYPE_CHECKING:
+    from k2.ingest.consumer import IngestReport
 
 app = typer.Typer(
     help="K2 market data platform: CSV/feeds → Kafka (Avro) → Iceberg → DuckDB.",
@@ -130,24 +133,30 @@ def generate(
 
 @app.command()
 def load(
-    paths: Annotated[list[Path], typer.Argument(help="CSV file(s) of trades.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(help="CSV file(s) of trades or quotes.", show_default=False)],
     home: HomeOption = None,
+    dataset: Annotated[str, typer.Option(help="trades | quotes")] = "trades",
     layout: Annotated[str | None, typer.Option(help="asx | generic (default: detect from the header).")] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol for ASX files (default: from company_info.csv).")] = None,
     exchange: Annotated[str | None, typer.Option(help="Exchange code (ASX files default to ASX).")] = None,
     company_info: Annotated[Path | None, typer.Option(help="ASX company_info.csv for id → symbol.")] = None,
     show_rejects: Annotated[int, typer.Option(help="How many rejected rows to list.")] = 20,
 ) -> None:
-    """Load CSV trades into Kafka: streams in chunks, reports rows read / sent / rejected (line + reason)."""
+    """Load CSV trades or quotes into Kafka: streams in chunks, reports rows read / sent / rejected (line + reason)."""
     from k2.cli.progress import load_with_progress
     from k2.ingest.broker import resolve_bootstrap
+    from k2.schemas import Dataset
 
+    if dataset not in ("trades", "quotes"):
+        raise typer.BadParameter(f"{dataset!r} is not trades or quotes", param_hint="--dataset")
     if layout not in (None, "asx", "generic"):
         raise typer.BadParameter(f"{layout!r} is not asx or generic", param_hint="--layout")
     settings = settings_for(home)
     bootstrap = resolve_bootstrap(settings)
     for path in paths:
-        stats, report = load_with_progress(settings, bootstrap, path, layout, symbol, exchange, company_info)  # type: ignore[arg-type]
+        stats, report = load_with_progress(
+            settings, bootstrap, path, layout, symbol, exchange, company_info, Dataset(dataset)  # type: ignore[arg-type]
+        )
         typer.echo(
             f"{path}: read {stats.rows_read:,} rows, sent {report.delivered:,}, rejected {stats.rows_rejected:,}"
         )
@@ -168,6 +177,7 @@ def load(
 @app.command()
 def ingest(
     home: HomeOption = None,
+    dataset: Annotated[str, typer.Option(help="trades | quotes | reference | all")] = "trades",
     max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
     idle_seconds: Annotated[float | None, typer.Option(help="Stop after this long with no new records.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
@@ -175,21 +185,32 @@ def ingest(
         help="Static group membership id: a restart with the same id resumes at once (K2_CONSUMER_INSTANCE_ID)."
     )] = None,
 ) -> None:
-    """Consume the trades topic into the Iceberg table (exactly once) until idle or --max-messages."""
+    """Consume a dataset's topic into its Iceberg table (exactly once) until idle or --max-messages."""
     from k2.cli.progress import ingest_with_progress
     from k2.ingest.broker import resolve_bootstrap
+    from k2.schemas import Dataset
 
+    choices = {d.value: [d] for d in Dataset} | {"all": list(Dataset)}
+    if dataset not in choices:
+        raise typer.BadParameter(f"{dataset!r} is not one of {sorted(choices)}", param_hint="--dataset")
     settings = settings_for(home, consumer_instance_id=instance_id)
     if metrics_port is not None:
         from k2.obs.metrics import serve
 
         serve(metrics_port)
-    report = ingest_with_progress(settings, resolve_bootstrap(settings), max_messages, idle_seconds)
+    for chosen in choices[dataset]:
+        report = ingest_with_progress(
+            settings, resolve_bootstrap(settings), max_messages, idle_seconds, dataset=chosen
+        )
+        _print_ingest(chosen.value, report, settings.topic_dlq)
+
+
+def _print_ingest(dataset: str, report: IngestReport, dlq_topic: str) -> None:
     typer.echo(
-        f"landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"
+        f"{dataset}: landed {report.rows_landed:,} rows in {report.commits} commit(s); snapshot {report.snapshot_id}"
         + (f"; {report.duplicates:,} duplicates dropped" if report.duplicates else "")
         + (f"; {report.late:,} late rows landed" if report.late else "")
-        + (f"; {report.dead_lettered:,} records sent to {settings.topic_dlq} (see `k2 dlq list`)"
+        + (f"; {report.dead_lettered:,} records sent to {dlq_topic} (see `k2 dlq list`)"
            if report.dead_lettered else "")
     )
 
@@ -215,6 +236,20 @@ def query_trades(
     span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
     engine = QueryEngine(settings_for(home))
     render(engine.trades(split_symbols(symbol), span, limit, snapshot), fmt, "trades")
+
+
+@query_app.command("quotes")
+def query_quotes(
+    home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = 100,
+    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+) -> None:
+    """L1 quotes (bid/ask price and size; an empty side is blank) in time order."""
+    from k2.query.engine import QueryEngine, TimeRange
+
+    span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
+    engine = QueryEngine(settings_for(home))
+    render(engine.quotes(split_symbols(symbol), span, limit, snapshot), fmt, "quotes")
 
 
 @query_app.command("bars")

@@ -13,6 +13,7 @@ from k2.ingest import pipeline
 from k2.ingest.consumer import IngestReport
 from k2.ingest.csv_loader import Layout, LoadStats
 from k2.ingest.producer import DeliveryReport
+from k2.schemas import Dataset
 from k2.settings import Settings
 
 
@@ -31,13 +32,13 @@ def produce_with_progress(settings: Settings, bootstrap: str, table: pa.Table) -
 
 def load_with_progress(
     settings: Settings, bootstrap: str, path: Path, layout: Layout | None, symbol: str | None,
-    exchange: str | None, company_info: Path | None,
+    exchange: str | None, company_info: Path | None, dataset: Dataset = Dataset.TRADES,
 ) -> tuple[LoadStats, DeliveryReport]:
     with _progress() as bar, StopOnSignal() as stop:
-        task = bar.add_task(f"load {path.name} → Kafka", total=None)
+        task = bar.add_task(f"load {path.name} ({dataset}) → Kafka", total=None)
         return pipeline.load_csv(
             settings, bootstrap, path, layout, symbol, exchange, company_info,
-            on_progress=lambda n: bar.advance(task, n), should_stop=stop.requested,
+            on_progress=lambda n: bar.advance(task, n), should_stop=stop.requested, dataset=dataset,
         )
 
 
@@ -67,14 +68,14 @@ class StopOnSignal:
 
 def ingest_with_progress(
     settings: Settings, bootstrap: str, max_messages: int | None = None, idle_seconds: float | None = None,
-    expected: int | None = None,
+    expected: int | None = None, dataset: Dataset = Dataset.TRADES,
 ) -> IngestReport:
     with _progress() as bar:
-        task = bar.add_task("consume → Iceberg", total=expected or max_messages)
+        task = bar.add_task(f"consume {dataset} → Iceberg", total=expected or max_messages)
 
         def update(report: IngestReport) -> None:
             bar.update(task, completed=report.rows_landed)
 
         return pipeline.ingest(
-            settings, bootstrap, max_messages=max_messages, idle_seconds=idle_seconds, on_progress=update
+            settings, bootstrap, dataset, max_messages=max_messages, idle_seconds=idle_seconds, on_progress=update
         )

@@ -11,7 +11,7 @@ Two layouts:
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,9 +54,10 @@ class LoadStats:
         return len(self.rejected)
 
 
-def detect_layout(path: Path) -> Layout:
+def detect_layout(path: Path, required: tuple[str, ...] = GENERIC_REQUIRED) -> Layout:
+    """generic if the first line is a header naming the required columns, else the ASX layout."""
     names = set(_header(path))
-    return "generic" if set(GENERIC_REQUIRED) <= names else "asx"
+    return "generic" if set(required) <= names else "asx"
 
 
 def asx_symbol(path: Path, company_info: Path | None = None) -> str:
@@ -150,23 +151,26 @@ def _size_checks(size: str) -> list[tuple[pl.Expr, pl.Expr]]:
     ]
 
 
-def _asx_frame(raw: pl.DataFrame, symbol: str, exchange: str) -> pl.DataFrame:
+def _asx_ts() -> pl.Expr:
     local = pl.concat_str("date", pl.lit(" "), "time").str.strptime(
         pl.Datetime("us"), "%m/%d/%Y %H:%M:%S%.f", strict=False
     )
+    utc = local.dt.replace_time_zone(ASX_TIMEZONE, ambiguous="earliest", non_existent="null")
+    return utc.dt.convert_time_zone("UTC")
+
+
+def _asx_ts_check() -> tuple[pl.Expr, pl.Expr]:
+    return (pl.col("_ts").is_null(), pl.lit("date/time ") + _quoted("date") + pl.lit(" ") + _quoted("time")
+            + pl.lit(" is not MM/DD/YYYY HH:MM:SS.mmm (Australia/Sydney)"))
+
+
+def _asx_frame(raw: pl.DataFrame, symbol: str, exchange: str, _: _Sequencer | None = None) -> pl.DataFrame:
     frame = raw.with_columns(
-        _ts=local.dt.replace_time_zone(ASX_TIMEZONE, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
-            "UTC"
-        ),
+        _ts=_asx_ts(),
         _price=pl.col("price").str.strip_chars().cast(pl.Decimal(18, 8), strict=False),
         _size=pl.col("volume").str.strip_chars().cast(pl.Int64, strict=False),
     )
-    checks = [
-        (pl.col("_ts").is_null(), pl.lit("date/time ") + _quoted("date") + pl.lit(" ") + _quoted("time")
-         + pl.lit(" is not MM/DD/YYYY HH:MM:SS.mmm (Australia/Sydney)")),
-        *_price_checks("price"),
-        *_size_checks("volume"),
-    ]
+    checks = [_asx_ts_check(), *_price_checks("price"), *_size_checks("volume")]
     frame = frame.with_columns(_reason=_reason(checks))
     return frame.with_columns(
         exchange=pl.lit(exchange),
@@ -208,10 +212,20 @@ class _Sequencer:
         return sequence
 
 
+def _with_optional(raw: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
+    return raw.with_columns(pl.lit(None, pl.String).alias(n) for n in names if n not in raw.columns)
+
+
+def _sequenced(frame: pl.DataFrame, sequencer: _Sequencer) -> pl.DataFrame:
+    """Fill `_seq` of valid rows that have none with per-symbol running numbers; keeps file order."""
+    good = frame.filter(pl.col("_reason").is_null())
+    if good["_seq"].null_count():
+        good = good.with_columns(_seq=pl.coalesce("_seq", sequencer.assign(good)))
+    return pl.concat([good, frame.filter(pl.col("_reason").is_not_null())], how="vertical_relaxed").sort("_line")
+
+
 def _generic_frame(raw: pl.DataFrame, exchange: str, sequencer: _Sequencer) -> pl.DataFrame:
-    for name in GENERIC_OPTIONAL:
-        if name not in raw.columns:
-            raw = raw.with_columns(pl.lit(None, pl.String).alias(name))
+    raw = _with_optional(raw, GENERIC_OPTIONAL)
     side = pl.col("side").fill_null("").str.strip_chars().str.to_uppercase()
     frame = raw.with_columns(
         _ts=_parse_iso_utc("ts"),
@@ -230,11 +244,7 @@ def _generic_frame(raw: pl.DataFrame, exchange: str, sequencer: _Sequencer) -> p
         (pl.col("sequence").is_not_null() & (pl.col("sequence") != "") & pl.col("_seq").is_null(),
          pl.lit("sequence ") + _quoted("sequence") + pl.lit(" is not an integer")),
     ]
-    frame = frame.with_columns(_reason=_reason(checks))
-    good = frame.filter(pl.col("_reason").is_null())
-    if good["_seq"].null_count():
-        good = good.with_columns(_seq=pl.coalesce("_seq", sequencer.assign(good)))
-    frame = pl.concat([good, frame.filter(pl.col("_reason").is_not_null())], how="vertical_relaxed").sort("_line")
+    frame = _sequenced(frame.with_columns(_reason=_reason(checks)), sequencer)
     return frame.with_columns(
         exchange=pl.col("exchange").fill_null(exchange).replace("", exchange),
         ts=pl.col("_ts"),
@@ -249,6 +259,90 @@ def _generic_frame(raw: pl.DataFrame, exchange: str, sequencer: _Sequencer) -> p
     )
 
 
+# ------------------------------------------------------------------------------------------------------- quotes
+
+ASX_QUOTE_COLUMNS = ["date", "time", "bid", "ask", "bid_size", "ask_size"]
+GENERIC_QUOTE_REQUIRED = ("symbol", "ts", "bid_price", "ask_price", "bid_size", "ask_size")
+QUOTE_COLUMNS = ["exchange", "symbol", "ts", "sequence", "bid_price", "ask_price", "bid_size", "ask_size"]
+
+
+def _side_checks(side: str, price: str, size: str) -> list[tuple[pl.Expr, pl.Expr]]:
+    """An empty side is price 0 (or blank) with size 0 (or blank); a zero price with a size is an error."""
+    p, q = pl.col(f"_{side}_price"), pl.col(f"_{side}_size")
+    blank_price = pl.col(price).fill_null("").str.strip_chars() == ""
+    blank_size = pl.col(size).fill_null("").str.strip_chars() == ""
+    return [
+        (p.is_null() & ~blank_price, pl.lit(f"{side} price ") + _quoted(price) + pl.lit(" is not a decimal number")),
+        (q.is_null() & ~blank_size, pl.lit(f"{side} size ") + _quoted(size) + pl.lit(" is not an integer")),
+        (p < 0, pl.lit(f"{side} price ") + _quoted(price) + pl.lit(" is negative")),
+        (q < 0, pl.lit(f"{side} size ") + _quoted(size) + pl.lit(" is negative")),
+        ((p.fill_null(0) == 0) & (q.fill_null(0) != 0),
+         pl.lit(f"{side} price is 0 with size ") + _quoted(size) + pl.lit(": an empty side has size 0")),
+    ]
+
+
+def _empty_side_as_null(frame: pl.DataFrame) -> pl.DataFrame:
+    exprs = []
+    for side in ("bid", "ask"):
+        empty = pl.col(f"_{side}_price").fill_null(0) == 0
+        exprs += [pl.when(empty).then(None).otherwise(pl.col(f"_{side}_price")).alias(f"{side}_price"),
+                  pl.when(empty).then(None).otherwise(pl.col(f"_{side}_size")).alias(f"{side}_size")]
+    return frame.with_columns(exprs)
+
+
+def _quote_values(frame: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
+    return frame.with_columns(
+        **{f"_{side}_price": pl.col(names[f"{side}_price"]).str.strip_chars().cast(pl.Decimal(18, 8), strict=False)
+           for side in ("bid", "ask")},
+        **{f"_{side}_size": pl.col(names[f"{side}_size"]).str.strip_chars().cast(pl.Int64, strict=False)
+           for side in ("bid", "ask")},
+    )
+
+
+def _asx_quote_frame(raw: pl.DataFrame, symbol: str, exchange: str, _: _Sequencer) -> pl.DataFrame:
+    names = {"bid_price": "bid", "ask_price": "ask", "bid_size": "bid_size", "ask_size": "ask_size"}
+    frame = _quote_values(raw.with_columns(_ts=_asx_ts()), names)
+    checks = [_asx_ts_check(), *_side_checks("bid", "bid", "bid_size"), *_side_checks("ask", "ask", "ask_size")]
+    frame = _empty_side_as_null(frame.with_columns(_reason=_reason(checks)))
+    return frame.with_columns(exchange=pl.lit(exchange), symbol=pl.lit(symbol), ts=pl.col("_ts"),
+                              sequence=pl.col("_line"))
+
+
+def _generic_quote_frame(raw: pl.DataFrame, exchange: str, sequencer: _Sequencer) -> pl.DataFrame:
+    raw = _with_optional(raw, ("exchange", "sequence"))
+    names = {c: c for c in ("bid_price", "ask_price", "bid_size", "ask_size")}
+    frame = _quote_values(raw.with_columns(_ts=_parse_iso_utc("ts"), symbol=pl.col("symbol").str.strip_chars(),
+                                           _seq=pl.col("sequence").str.strip_chars().cast(pl.Int64, strict=False)),
+                          names)
+    checks = [
+        (pl.col("symbol").fill_null("") == "", pl.lit("symbol is empty")),
+        (pl.col("_ts").is_null(), pl.lit("ts ") + _quoted("ts") + pl.lit(" is not an ISO-8601 timestamp")),
+        *_side_checks("bid", "bid_price", "bid_size"), *_side_checks("ask", "ask_price", "ask_size"),
+    ]
+    frame = _empty_side_as_null(_sequenced(frame.with_columns(_reason=_reason(checks)), sequencer))
+    return frame.with_columns(exchange=pl.col("exchange").fill_null(exchange).replace("", exchange),
+                              ts=pl.col("_ts"), sequence=pl.col("_seq"))
+
+
+# ----------------------------------------------------------------------------------------------- dispatching
+
+
+@dataclass(frozen=True)
+class _Spec:
+    asx_columns: list[str]
+    generic_required: tuple[str, ...]
+    output: list[str]
+    asx_frame: Callable[[pl.DataFrame, str, str, _Sequencer], pl.DataFrame]
+    generic_frame: Callable[[pl.DataFrame, str, _Sequencer], pl.DataFrame]
+
+
+_SPECS = {
+    "trades": _Spec(ASX_TRADE_COLUMNS, GENERIC_REQUIRED, TRADE_COLUMNS, _asx_frame, _generic_frame),
+    "quotes": _Spec(ASX_QUOTE_COLUMNS, GENERIC_QUOTE_REQUIRED, QUOTE_COLUMNS, _asx_quote_frame,
+                    _generic_quote_frame),
+}
+
+
 def read_trades(
     path: Path,
     layout: Layout | None = None,
@@ -259,33 +353,60 @@ def read_trades(
     stats: LoadStats | None = None,
 ) -> Iterator[pa.Table]:
     """Stream `path` as Arrow tables of valid trades; bad rows go to `stats.rejected` with line and reason."""
+    return read_ticks("trades", path, layout, symbol, exchange, company_info, chunk_rows, stats)
+
+
+def read_quotes(
+    path: Path,
+    layout: Layout | None = None,
+    symbol: str | None = None,
+    exchange: str | None = None,
+    company_info: Path | None = None,
+    chunk_rows: int = 100_000,
+    stats: LoadStats | None = None,
+) -> Iterator[pa.Table]:
+    """Stream `path` as Arrow tables of valid L1 quotes (empty book sides as nulls)."""
+    return read_ticks("quotes", path, layout, symbol, exchange, company_info, chunk_rows, stats)
+
+
+def read_ticks(
+    dataset: Literal["trades", "quotes"],
+    path: Path,
+    layout: Layout | None = None,
+    symbol: str | None = None,
+    exchange: str | None = None,
+    company_info: Path | None = None,
+    chunk_rows: int = 100_000,
+    stats: LoadStats | None = None,
+) -> Iterator[pa.Table]:
+    spec = _SPECS[dataset]
     if not path.exists():
         raise CsvLayoutError(f"{path}: no such file")
     stats = stats if stats is not None else LoadStats()
-    layout = layout or detect_layout(path)
+    layout = layout or detect_layout(path, spec.generic_required)
     if layout == "asx":
         symbol = symbol or asx_symbol(path, company_info)
         tracker = _LineTracker(first_line=1)
-        batches = _read_batches(path, ASX_TRADE_COLUMNS, False, chunk_rows, tracker)
+        batches = _read_batches(path, spec.asx_columns, False, chunk_rows, tracker)
     else:
         tracker = _LineTracker(first_line=2)
         header = _header(path)
-        missing = [c for c in GENERIC_REQUIRED if c not in header]
+        missing = [c for c in spec.generic_required if c not in header]
         if missing:
             raise CsvLayoutError(f"{path}: header lacks required column(s) {missing} (has {header})")
         batches = _read_batches(path, header, True, chunk_rows, tracker)
     sequencer = _Sequencer()
     for raw in batches:
         if layout == "asx":
-            frame = _asx_frame(raw, symbol or "", exchange or "ASX")
+            frame = spec.asx_frame(raw, symbol or "", exchange or "ASX", sequencer)
         else:
-            frame = _generic_frame(raw, exchange or "UNKNOWN", sequencer)
+            frame = spec.generic_frame(raw, exchange or "UNKNOWN", sequencer)
         bad = frame.filter(pl.col("_reason").is_not_null()).select("_line", "_reason")
         stats.rows_read += raw.height + len(tracker.rejected)
         stats.rejected.extend(tracker.rejected)
         tracker.rejected.clear()
         stats.rejected.extend(RejectedRow(int(line), str(reason)) for line, reason in bad.iter_rows())
-        good = frame.filter(pl.col("_reason").is_null()).select(TRADE_COLUMNS)
+        good = frame.filter(pl.col("_reason").is_null()).select(spec.output)
         stats.rows_valid += good.height
         if good.height:
             yield good.to_arrow()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from k2.ingest.consumer import IngestReport, LakeIngestor
-from k2.ingest.csv_loader import Layout, LoadStats, read_trades
+from k2.ingest.csv_loader import Layout, LoadStats, read_ticks
 from k2.ingest.kafka import ensure_topics
 from k2.ingest.producer import DeliveryError, DeliveryReport, TickProducer
 from k2.ingest.registry import LocalSchemaRegistry
@@ -41,7 +41,7 @@ def produce_table(
 def load_csv(
     settings: Settings, bootstrap: str, path: Path, layout: Layout | None = None, symbol: str | None = None,
     exchange: str | None = None, company_info: Path | None = None, on_progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None, dataset: Dataset = Dataset.TRADES,
 ) -> tuple[LoadStats, DeliveryReport]:
     """CSV file → trades topic, streaming in chunks. Bad rows are in the returned stats, good ones are sent.
 
@@ -51,8 +51,12 @@ def load_csv(
     producer = TickProducer(settings, bootstrap, registry_for(settings))
     stats = LoadStats()
     try:
-        for chunk in read_trades(path, layout, symbol, exchange, company_info, settings.csv_chunk_rows, stats):
-            sent = producer.send(Dataset.TRADES, chunk)
+        if dataset not in (Dataset.TRADES, Dataset.QUOTES):
+            raise ValueError(f"CSV loading supports trades and quotes, not {dataset}")
+        chunks = read_ticks(dataset.value, path, layout, symbol, exchange, company_info,  # type: ignore[arg-type]
+                            settings.csv_chunk_rows, stats)
+        for chunk in chunks:
+            sent = producer.send(dataset, chunk)
             if on_progress:
                 on_progress(sent)
             if should_stop and should_stop():

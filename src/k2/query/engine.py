@@ -160,6 +160,21 @@ class QueryEngine:
             f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
         )
 
+    def quotes(
+        self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
+        snapshot_id: int | None = None,
+    ) -> pa.Table:
+        """L1 quotes in time order (ts, sequence)."""
+        span = span or TimeRange()
+        files = self.files(Dataset.QUOTES, symbols, span, snapshot_id)
+        if not files:
+            return arrow_schema(Dataset.QUOTES).empty_table()
+        where, params = self._where(symbols, span)
+        limit_sql = f" LIMIT {int(limit)}" if limit else ""
+        return self._run(
+            f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
+        )
+
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
         snapshot_id: int | None = None,
