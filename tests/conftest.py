@@ -50,6 +50,7 @@ def kafka_settings(home: Path, broker: BrokerState) -> Settings:
         topic_trades=f"trades-{tag}",
         topic_quotes=f"quotes-{tag}",
         topic_reference=f"reference-{tag}",
+        topic_corporate_actions=f"actions-{tag}",
         topic_dlq=f"dlq-{tag}",
         consumer_group=f"k2-test-{tag}",
         ingest_idle_seconds=2.0,

@@ -224,3 +224,22 @@ def test_asx_quotes_land_with_empty_sides_as_null(kafka_settings: Settings) -> N
     assert sum(1 for r in rows if r["ask_price"] is None) == empty_asks > 0
     assert all(r["bid_price"] is None or r["bid_price"] > 0 for r in rows)
     assert [r["bid_size"] or 0 for r in rows] == [int(r[4]) for r in file_rows]
+
+
+def test_reference_data_and_corporate_actions_land_once(kafka_settings: Settings) -> None:
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    reference = asx_sample_dir() / "reference-data"
+    for name in ("company_info", "dividends", "stock_splits", "mergers"):
+        pipeline.load_reference(kafka_settings, bootstrap, reference / f"{name}.csv")
+    pipeline.load_reference(kafka_settings, bootstrap, reference / "company_info.csv")  # a re-load: no duplicates
+    assert pipeline.ingest(kafka_settings, bootstrap, Dataset.REFERENCE).rows_landed == 4
+    assert pipeline.ingest(kafka_settings, bootstrap, Dataset.CORPORATE_ACTIONS).rows_landed == 2
+    engine = QueryEngine(kafka_settings)
+    instruments = {r["symbol"]: r for r in engine.reference(Dataset.REFERENCE).to_pylist()}
+    assert sorted(instruments) == ["BHP", "DVN", "MWR", "RIO"]
+    assert instruments["DVN"]["name"] == "DEVINE LTD" and instruments["DVN"]["isin"] == "AU000000DVN6"
+    # valid from 00:00 Sydney time on 05/07/2008 (AEST, UTC+10)
+    assert instruments["DVN"]["valid_from"] == dt.datetime(2008, 5, 6, 14, 0, tzinfo=dt.UTC)
+    [bhp] = engine.reference(Dataset.CORPORATE_ACTIONS, ["BHP"]).to_pylist()
+    assert (bhp["action"], bhp["ex_date"], bhp["amount"], bhp["gross_amount"], bhp["currency"]) == (
+        "DIVIDEND", dt.date(2014, 3, 3), Decimal("0.59"), Decimal("0.842857"), "USD")

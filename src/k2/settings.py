@@ -17,6 +17,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="K2_", extra="ignore")
 
+    log_level: str = Field("WARNING", description="Python log level of K2's own messages (stderr).")
     home: Path = Field(Path(".k2"), description="Directory holding all local state (catalog, warehouse, broker).")
 
     # Kafka
@@ -30,6 +31,7 @@ class Settings(BaseSettings):
     topic_trades: str = "k2.trades.v1"
     topic_quotes: str = "k2.quotes.v1"
     topic_reference: str = "k2.reference.v1"
+    topic_corporate_actions: str = "k2.corporate-actions.v1"
     topic_dlq: str = Field("k2.dlq.v1", description="Dead-letter topic for records that cannot be landed.")
     topic_partitions: int = Field(4, ge=1)
     consumer_group: str = "k2-ingest"
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     producer_queue_max_messages: int = Field(500_000, ge=1000, description="Bound on the producer's queue.")
 
     # Ingest
+    consume_batch: int = Field(10_000, ge=1, description="Records fetched per consume() call.")
     ingest_commit_rows: int = Field(250_000, ge=1, description="Rows buffered before one Iceberg commit.")
     ingest_commit_seconds: float = Field(5.0, gt=0, description="Max seconds rows wait before a commit.")
     ingest_idle_seconds: float = Field(3.0, gt=0, description="`k2 ingest` stops after this long with no data.")

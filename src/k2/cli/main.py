@@ -135,7 +135,9 @@ def generate(
 def load(
     paths: Annotated[list[Path], typer.Argument(help="CSV file(s) of trades or quotes.", show_default=False)],
     home: HomeOption = None,
-    dataset: Annotated[str, typer.Option(help="trades | quotes")] = "trades",
+    dataset: Annotated[str, typer.Option(
+        help="trades | quotes | reference (instruments and corporate actions, detected from the header)"
+    )] = "trades",
     layout: Annotated[str | None, typer.Option(help="asx | generic (default: detect from the header).")] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol for ASX files (default: from company_info.csv).")] = None,
     exchange: Annotated[str | None, typer.Option(help="Exchange code (ASX files default to ASX).")] = None,
@@ -147,13 +149,22 @@ def load(
     from k2.ingest.broker import resolve_bootstrap
     from k2.schemas import Dataset
 
-    if dataset not in ("trades", "quotes"):
-        raise typer.BadParameter(f"{dataset!r} is not trades or quotes", param_hint="--dataset")
+    if dataset not in ("trades", "quotes", "reference"):
+        raise typer.BadParameter(f"{dataset!r} is not trades, quotes or reference", param_hint="--dataset")
     if layout not in (None, "asx", "generic"):
         raise typer.BadParameter(f"{layout!r} is not asx or generic", param_hint="--layout")
     settings = settings_for(home)
     bootstrap = resolve_bootstrap(settings)
     for path in paths:
+        if dataset == "reference":
+            from k2.ingest.pipeline import load_reference
+
+            kind, stats, report = load_reference(settings, bootstrap, path, exchange, company_info)
+            typer.echo(f"{path} ({kind}): read {stats.rows_read:,} rows, sent {report.delivered:,}, "
+                       f"rejected {stats.rows_rejected:,}")
+            for rejected in stats.rejected[:show_rejects]:
+                typer.echo(f"  line {rejected.line}: {rejected.reason}")
+            continue
         stats, report = load_with_progress(
             settings, bootstrap, path, layout, symbol, exchange, company_info, Dataset(dataset)  # type: ignore[arg-type]
         )
@@ -252,6 +263,19 @@ def query_quotes(
     render(engine.quotes(split_symbols(symbol), span, limit, snapshot), fmt, "quotes")
 
 
+@query_app.command("reference")
+def query_reference(
+    home: HomeOption = None, symbol: SymbolOption = None, fmt: FormatOption = OutputFormat.TABLE,
+    actions: Annotated[bool, typer.Option("--actions", help="Corporate actions instead of instruments.")] = False,
+) -> None:
+    """Instrument reference data (or, with --actions, dividends, splits and mergers)."""
+    from k2.query.engine import QueryEngine
+    from k2.schemas import Dataset
+
+    dataset = Dataset.CORPORATE_ACTIONS if actions else Dataset.REFERENCE
+    render(QueryEngine(settings_for(home)).reference(dataset, split_symbols(symbol)), fmt, dataset.value)
+
+
 @query_app.command("bars")
 def query_bars(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
@@ -340,8 +364,15 @@ def demo(
 
 def main() -> None:
     """Console entry point: K2's own errors become one clear line and exit code 1, not a traceback."""
+    import logging
+    import os
+
     from k2.errors import K2_ERRORS
 
+    logging.basicConfig(
+        level=os.environ.get("K2_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         app()
     except K2_ERRORS as exc:

@@ -74,6 +74,8 @@ def _string_pieces(column: pa.Array, nullable: bool) -> list[_Piece]:
 def _int64_values(column: pa.Array, info: FieldInfo) -> I64:
     if info.kind == "timestamp":
         column = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    elif info.kind == "date":
+        column = column.cast(pa.date32()).cast(pa.int32()).cast(pa.int64())
     elif info.kind == "decimal":
         return unscaled_from_decimal(column.cast(pa.decimal128(info.precision, info.scale)))
     else:

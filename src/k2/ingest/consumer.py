@@ -14,18 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.table import Table
 
 from k2.ingest.decoding import decode_records
 from k2.ingest.dlq import DeadLetter, DeadLetterWriter, now_iso
-from k2.ingest.kafka import cluster_id, consumer_config, topic_for
+from k2.ingest.kafka import cluster_id, consumer_config, ingest_group, topic_for
 from k2.ingest.registry import SchemaRegistry
-from k2.ingest.sequencing import Checked, SequenceTracker
+from k2.ingest.sequencing import Checked, NaturalKeyDeduper, SequenceTracker
 from k2.ingest.validation import validate
 from k2.lake import writer
 from k2.lake.quality import append_quality
-from k2.lake.sequences import landed_ranges
+from k2.lake.sequences import NATURAL_KEYS, landed_keys, landed_ranges
 from k2.obs.metrics import (
     INGEST_COMMIT_SECONDS,
     INGEST_COMMITS,
@@ -39,7 +39,6 @@ from k2.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_CONSUME_BATCH = 10_000
 
 
 @dataclass
@@ -80,12 +79,20 @@ class LakeIngestor:
         self._registry = registry
         self._topic = topic_for(settings, dataset)
         self._cluster = cluster_id(bootstrap)
-        self._consumer = Consumer(consumer_config(settings, bootstrap))
+        self._group = ingest_group(settings, dataset)
+        self._consumer = Consumer(consumer_config(settings, bootstrap, self._group, f".{dataset.value}"))
         self._dlq = DeadLetterWriter(settings, bootstrap)
         self.report = IngestReport()
-        self._tracker = SequenceTracker(lambda keys: landed_ranges(self._table, keys))
+        self._tracker = self._make_tracker()
         self._quality_table = quality_table
         self._assigned_at: float | None = None
+        self._pending = _Pending()
+
+    def _make_tracker(self) -> SequenceTracker | NaturalKeyDeduper:
+        if "sequence" in self._table.schema().column_names:
+            return SequenceTracker(lambda keys: landed_ranges(self._table, keys))
+        columns = NATURAL_KEYS[self._dataset]
+        return NaturalKeyDeduper(columns, lambda cols: landed_keys(self._table, cols))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._table.refresh()
@@ -98,6 +105,7 @@ class LakeIngestor:
             )
             landed = None
         committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        log.debug("%s: lake offsets %s, group offsets %s", self._topic, landed, committed)
         for tp in partitions:
             if landed is not None and tp.partition in landed.next_offsets:
                 tp.offset = landed.next_offsets[tp.partition]
@@ -107,6 +115,18 @@ class LakeIngestor:
                 tp.offset = committed[tp.partition]
         consumer.assign(partitions)
         self._assigned_at = time.monotonic()
+        log.info("%s: assigned %s", self._topic, {tp.partition: tp.offset for tp in partitions})
+
+    def _land_pending(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        self._land(pending)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # land what was read from these partitions before another consumer takes them over: otherwise both
+        # would land the same records (the new owner resumes from the lake's offsets)
+        log.info("%s: revoking %s; landing %d pending records first", self._topic,
+                 [tp.partition for tp in partitions], len(self._pending.messages))
+        self._land_pending()
 
     def _land(self, pending: _Pending) -> None:
         if not pending.messages:
@@ -126,6 +146,7 @@ class LakeIngestor:
             if checked.keep.num_rows:
                 offsets = writer.LandedOffsets(self._cluster, self._topic, dict(pending.next_offsets))
                 snapshot_id = self.report.snapshot_id = writer.append(self._table, checked.keep, offsets)
+                log.debug("%s: landed %d rows, offsets %s", self._topic, checked.keep.num_rows, pending.next_offsets)
             self._tracker.commit(checked)
             self.report.rows_landed += checked.keep.num_rows
             self.report.duplicates += batch.num_rows - checked.keep.num_rows
@@ -133,15 +154,22 @@ class LakeIngestor:
             self._record_quality(snapshot_id, checked)
             self._export(checked, batch.num_rows - checked.keep.num_rows)
         # with no new rows there is nothing to land: re-reading these records after a crash is harmless
-        self._consumer.commit(
-            offsets=[TopicPartition(self._topic, p, o) for p, o in pending.next_offsets.items()],
-            asynchronous=False,
-        )
+        self._commit_group_offsets(pending.next_offsets)
         self.report.commits += 1
         self.report.last_commit_at = time.monotonic()
         dataset = self._dataset.value
         INGEST_COMMITS.labels(dataset).inc()
         INGEST_COMMIT_SECONDS.labels(dataset).observe(time.perf_counter() - started)
+
+    def _commit_group_offsets(self, next_offsets: dict[int, int]) -> None:
+        """Mirror the landed offsets to the Kafka group for lag tooling. The lake is the record: a failure here
+        (a rebalance bumped the generation) loses nothing, the next owner resumes from the lake."""
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, p, o) for p, o in next_offsets.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            log.warning("%s: group offset commit skipped (%s); the lake holds the landed offsets", self._topic, exc)
 
     def _dead_letters(self, messages: list[Message], failures: list[tuple[int, str]]) -> None:
         if not failures:
@@ -187,22 +215,21 @@ class LakeIngestor:
     ) -> IngestReport:
         """Consume until `max_messages` have been landed, or nothing arrived for `idle_seconds`."""
         idle_limit = self._settings.ingest_idle_seconds if idle_seconds is None else idle_seconds
-        self._consumer.subscribe([self._topic], on_assign=self._on_assign)
-        pending = _Pending()
+        self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._pending = _Pending()
         last_data = time.monotonic()
         assignment_limit = 10.0 + 2 * self._settings.session_timeout_ms / 1000
         gc.freeze()
         gc.disable()  # the consume loop allocates millions of small objects that are never cyclic
         try:
             while max_messages is None or self.report.messages < max_messages:
-                want = _CONSUME_BATCH if max_messages is None else min(
-                    _CONSUME_BATCH, max_messages - self.report.messages
-                )
+                batch = self._settings.consume_batch
+                want = batch if max_messages is None else min(batch, max_messages - self.report.messages)
                 messages = self._consumer.consume(want, timeout=0.2)
                 for message in messages:
                     error = message.error()
                     if error is None:
-                        pending.add(message)
+                        self._pending.add(message)
                     elif error.code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(f"Kafka error on {self._topic}: {error.str()}")
                 got = sum(1 for m in messages if m.error() is None)
@@ -214,24 +241,24 @@ class LakeIngestor:
                     if self.report.first_message_at is None:
                         self.report.first_message_at = now
                 caught_up = not got  # an empty poll: land what we have rather than let it wait
+                pending = self._pending
                 if len(pending.messages) >= self._settings.ingest_commit_rows or (
                     pending.messages and (caught_up or now - pending.since >= self._settings.ingest_commit_seconds)
                 ):
-                    self._land(pending)
-                    pending = _Pending()
+                    self._land_pending()
                     if on_progress:
                         on_progress(self.report)
                 if self._assigned_at is None:
                     if now - last_data > assignment_limit:
                         raise RuntimeError(
                             f"no partitions of {self._topic} were assigned within {assignment_limit:.0f}s "
-                            f"(group {self._settings.consumer_group!r}: is another consumer holding them?)"
+                            f"(group {self._group!r}: is another consumer holding them?)"
                         )
                     continue
                 last_data = max(last_data, self._assigned_at)
                 if not got and now - last_data >= idle_limit:
                     break
-            self._land(pending)
+            self._land_pending()
             if on_progress:
                 on_progress(self.report)
         finally:

@@ -16,6 +16,7 @@ def topic_for(settings: Settings, dataset: Dataset) -> str:
         Dataset.TRADES: settings.topic_trades,
         Dataset.QUOTES: settings.topic_quotes,
         Dataset.REFERENCE: settings.topic_reference,
+        Dataset.CORPORATE_ACTIONS: settings.topic_corporate_actions,
     }[dataset]
 
 
@@ -33,8 +34,16 @@ def producer_config(settings: Settings, bootstrap: str) -> dict[str, object]:
     }
 
 
-def consumer_config(settings: Settings, bootstrap: str, group: str | None = None) -> dict[str, object]:
-    static = {"group.instance.id": settings.consumer_instance_id} if settings.consumer_instance_id else {}
+def ingest_group(settings: Settings, dataset: Dataset) -> str:
+    """One consumer group per dataset: each table's progress and lag are independent."""
+    return f"{settings.consumer_group}.{dataset.value}"
+
+
+def consumer_config(
+    settings: Settings, bootstrap: str, group: str | None = None, instance_suffix: str = ""
+) -> dict[str, object]:
+    instance = settings.consumer_instance_id
+    static = {"group.instance.id": f"{instance}{instance_suffix}"} if instance else {}
     return {
         **static,
         "bootstrap.servers": bootstrap,

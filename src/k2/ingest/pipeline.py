@@ -11,6 +11,7 @@ from k2.ingest.consumer import IngestReport, LakeIngestor
 from k2.ingest.csv_loader import Layout, LoadStats, read_ticks
 from k2.ingest.kafka import ensure_topics
 from k2.ingest.producer import DeliveryError, DeliveryReport, TickProducer
+from k2.ingest.reference_loader import read_reference
 from k2.ingest.registry import LocalSchemaRegistry
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.lake.quality import ensure_quality_table
@@ -65,6 +66,21 @@ def load_csv(
     finally:
         report = producer.close()
     return stats, _checked(report)
+
+
+def load_reference(
+    settings: Settings, bootstrap: str, path: Path, exchange: str | None = None, company_info: Path | None = None,
+) -> tuple[Dataset, LoadStats, DeliveryReport]:
+    """A reference-data file (instruments or corporate actions, detected from its header) → its topic."""
+    batch = read_reference(path, exchange, company_info)
+    ensure_topics(settings, bootstrap)
+    producer = TickProducer(settings, bootstrap, registry_for(settings))
+    try:
+        if batch.table.num_rows:
+            producer.send(batch.dataset, batch.table)
+    finally:
+        report = producer.close()
+    return batch.dataset, batch.stats, _checked(report)
 
 
 def _checked(report: DeliveryReport) -> DeliveryReport:

@@ -11,7 +11,7 @@ that landed), so it survives restarts and rebalances without a second store: see
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -43,6 +43,7 @@ class Checked:
     keep: pa.Table
     quality: dict[Key, KeyQuality]
     new_ranges: dict[Key, Ranges]
+    new_keys: list[tuple[object, ...]] = field(default_factory=list)
 
 
 class SequenceTracker:
@@ -101,3 +102,36 @@ class SequenceTracker:
     def commit(self, checked: Checked) -> None:
         """Adopt a checked batch's ranges, once its rows are durably in the lake."""
         self._ranges.update(checked.new_ranges)
+
+
+class NaturalKeyDeduper:
+    """Dedup for data without sequence numbers (reference data, corporate actions): a row is new unless its
+    natural key already landed. These tables are small, so the landed keys are read once and kept in memory."""
+
+    def __init__(self, columns: tuple[str, ...], load: Callable[[tuple[str, ...]], pa.Table]) -> None:
+        self._columns = columns
+        self._load = load
+        self._seen: set[tuple[object, ...]] | None = None
+
+    def reset(self) -> None:
+        self._seen = None
+
+    def check(self, batch: pa.Table) -> Checked:
+        if self._seen is None:
+            self._seen = set(zip(*(self._load(self._columns).column(c).to_pylist() for c in self._columns),
+                                 strict=True))
+        keys = list(zip(*(batch.column(c).to_pylist() for c in self._columns), strict=True))
+        keep, new = [], []
+        batch_seen: set[tuple[object, ...]] = set()
+        for key in keys:
+            fresh = key not in self._seen and key not in batch_seen
+            keep.append(fresh)
+            if fresh:
+                batch_seen.add(key)
+                new.append(key)
+        kept = batch if all(keep) else batch.filter(pa.array(keep))
+        return Checked(kept, {}, {}, new)
+
+    def commit(self, checked: Checked) -> None:
+        if self._seen is not None:
+            self._seen.update(checked.new_keys)

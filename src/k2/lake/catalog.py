@@ -29,7 +29,7 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Tabl
     """Load the dataset's table, creating namespace and table with K2's layout if they do not exist."""
     identifier = table_identifier(settings, dataset)
     try:
-        return catalog.load_table(identifier)
+        return _with_properties(catalog.load_table(identifier))
     except NoSuchTableError:
         pass
     with contextlib.suppress(NamespaceAlreadyExistsError):
@@ -42,6 +42,15 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Tabl
         sort_order=sort_order(dataset, schema),
         properties=TABLE_PROPERTIES,
     )
+
+
+def _with_properties(table: Table) -> Table:
+    """Tables created by an older K2 get the current table properties."""
+    stale = {k: v for k, v in TABLE_PROPERTIES.items() if k != "format-version" and table.properties.get(k) != v}
+    if stale:
+        with table.transaction() as transaction:
+            transaction.set_properties(stale)
+    return table
 
 
 def load_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Table | None:

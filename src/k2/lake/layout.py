@@ -17,7 +17,7 @@ SORT_COLUMNS = ("symbol", "ts", "sequence")
 
 def partition_spec(dataset: Dataset, schema: Schema, symbol_buckets: int) -> PartitionSpec:
     """Tick tables: day(ts) + bucket(N, symbol). Reference data is small and stays unpartitioned."""
-    if dataset is Dataset.REFERENCE:
+    if dataset in (Dataset.REFERENCE, Dataset.CORPORATE_ACTIONS):
         return UNPARTITIONED_PARTITION_SPEC
     return PartitionSpec(
         PartitionField(schema.find_field("ts").field_id, _PARTITION_FIELD_BASE, DayTransform(), "ts_day"),
@@ -29,7 +29,7 @@ def partition_spec(dataset: Dataset, schema: Schema, symbol_buckets: int) -> Par
 
 
 def sort_order(dataset: Dataset, schema: Schema) -> SortOrder:
-    if dataset is Dataset.REFERENCE:
+    if dataset in (Dataset.REFERENCE, Dataset.CORPORATE_ACTIONS):
         return UNSORTED_SORT_ORDER
     return SortOrder(
         SortField(schema.find_field("symbol").field_id, IdentityTransform()),
@@ -41,4 +41,7 @@ TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
     "write.target-file-size-bytes": str(256 * 1024 * 1024),
     "format-version": "2",
+    # K2 retries commits itself: the Kafka offsets in the snapshot summary must be re-merged with the winner's on
+    # every attempt, which pyiceberg's built-in retry (re-using the first attempt's summary) would not do
+    "commit.retry.num-retries": "0",
 }

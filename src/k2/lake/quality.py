@@ -7,11 +7,13 @@ missing counts describe the key's state after the commit (derived from what land
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import DateType, LongType, NestedField, StringType, TimestamptzType
@@ -72,4 +74,13 @@ def append_quality(
         **{name: [getattr(s, name) for s in stats] for name in (
             "received", "landed", "duplicates", "late", "first_sequence", "last_sequence", "gaps", "missing")},
     }
-    table.append(pa.table(columns).cast(table.schema().as_arrow()))
+    rows = pa.table(columns).cast(table.schema().as_arrow())
+    for attempt in range(8):  # several consumers record quality into one table: retry lost commit races
+        try:
+            table.refresh()
+            table.append(rows)
+            return
+        except CommitFailedException:
+            if attempt == 7:
+                raise
+            time.sleep(0.05 * (attempt + 1))

@@ -8,8 +8,11 @@ from collections import defaultdict
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
 from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThan
 from pyiceberg.table import Table
+
+from k2.schemas import Dataset
 
 Key = tuple[str, str, dt.date]  # (exchange, symbol, UTC day)
 Ranges = npt.NDArray[np.int64]  # shape (n, 2): inclusive [start, end], sorted, disjoint, non-adjacent
@@ -72,3 +75,17 @@ def landed_ranges(table: Table, keys: list[Key]) -> dict[Key, Ranges]:
         for (exchange, symbol), group in frame.group_by(["exchange", "symbol"]):
             result[(str(exchange), str(symbol), day)] = runs(group["sequence"].to_numpy().astype(np.int64))
     return result
+
+
+# Identity of rows that carry no sequence number.
+NATURAL_KEYS: dict[Dataset, tuple[str, ...]] = {
+    Dataset.REFERENCE: ("exchange", "symbol", "valid_from"),
+    Dataset.CORPORATE_ACTIONS: ("exchange", "symbol", "action", "ex_date"),
+}
+
+
+def landed_keys(table: Table, columns: tuple[str, ...]) -> pa.Table:
+    table.refresh()
+    if table.current_snapshot() is None:
+        return table.schema().as_arrow().empty_table().select(list(columns))
+    return table.scan(selected_fields=columns).to_arrow()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from k2.lake.layout import SORT_COLUMNS
@@ -55,16 +58,31 @@ def conform(batch: pa.Table, table: Table) -> pa.Table:
     return batch.sort_by([(c, "ascending") for c in present]) if present else batch
 
 
-def append(table: Table, batch: pa.Table, offsets: LandedOffsets | None = None) -> int:
-    """Append `batch` (plus merged landed offsets) in one Iceberg commit; returns the new snapshot id."""
-    properties: dict[str, str] = {}
-    if offsets is not None:
+def _merged_offsets(table: Table, offsets: LandedOffsets) -> dict[str, str]:
+    previous = landed_offsets(table, offsets.topic)
+    merged = dict(previous.next_offsets) if previous and previous.cluster_id == offsets.cluster_id else {}
+    for partition, offset in offsets.next_offsets.items():  # offsets only move forward
+        merged[partition] = max(offset, merged.get(partition, offset))
+    return {OFFSETS_PROPERTY: LandedOffsets(offsets.cluster_id, offsets.topic, merged).to_json()}
+
+
+def append(table: Table, batch: pa.Table, offsets: LandedOffsets | None = None, attempts: int = 8) -> int:
+    """Append `batch` (plus merged landed offsets) in one Iceberg commit; returns the new snapshot id.
+
+    Another writer committing first (a second consumer of the group, compaction) makes the commit fail; the
+    table is refreshed, the offsets re-merged with the winner's, and the append retried.
+    """
+    rows = conform(batch, table)
+    for attempt in range(attempts):
         table.refresh()
-        previous = landed_offsets(table, offsets.topic)
-        merged = dict(previous.next_offsets) if previous and previous.cluster_id == offsets.cluster_id else {}
-        merged.update(offsets.next_offsets)
-        properties[OFFSETS_PROPERTY] = LandedOffsets(offsets.cluster_id, offsets.topic, merged).to_json()
-    table.append(conform(batch, table), snapshot_properties=properties)
+        properties = _merged_offsets(table, offsets) if offsets is not None else {}
+        try:
+            table.append(rows, snapshot_properties=properties)
+            break
+        except CommitFailedException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
     snapshot = table.current_snapshot()
     assert snapshot is not None
     return snapshot.snapshot_id

@@ -175,6 +175,15 @@ class QueryEngine:
             f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
         )
 
+    def reference(self, dataset: Dataset = Dataset.REFERENCE, symbols: list[str] | None = None) -> pa.Table:
+        """Instruments (valid_from order) or corporate actions (ex_date order) — small, unpartitioned tables."""
+        files = self.files(dataset, symbols)
+        if not files:
+            return arrow_schema(dataset).empty_table()
+        where, params = self._where(symbols, TimeRange())
+        order = "valid_from" if dataset is Dataset.REFERENCE else "ex_date"
+        return self._run(f"SELECT * FROM {{source}} WHERE {where} ORDER BY symbol, {order}", files, params)
+
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
         snapshot_id: int | None = None,

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
+    DateType,
     DecimalType,
     IcebergType,
     IntegerType,
@@ -30,12 +31,14 @@ class Dataset(StrEnum):
     TRADES = "trades"
     QUOTES = "quotes"
     REFERENCE = "reference"
+    CORPORATE_ACTIONS = "corporate_actions"
 
 
 _AVSC_FILES = {
     Dataset.TRADES: "trade_v1.avsc",
     Dataset.QUOTES: "quote_v1.avsc",
     Dataset.REFERENCE: "reference_v1.avsc",
+    Dataset.CORPORATE_ACTIONS: "corporate_action_v1.avsc",
 }
 
 
@@ -44,7 +47,7 @@ class FieldInfo:
     """What the codec and the lake need to know about one Avro field."""
 
     name: str
-    kind: str  # string | long | int | timestamp | decimal | enum
+    kind: str  # string | long | int | timestamp | date | decimal | enum
     nullable: bool
     symbols: tuple[str, ...] = ()
     precision: int = 0
@@ -89,6 +92,8 @@ def _field_info(field: AvroSchema, named: dict[str, AvroSchema], namespace: str)
     logical = avro_type.get("logicalType")
     if logical == "timestamp-micros":
         return FieldInfo(name, "timestamp", nullable, doc=doc)
+    if logical == "date":
+        return FieldInfo(name, "date", nullable, doc=doc)
     if logical == "decimal" and avro_type["type"] == "fixed":
         return FieldInfo(
             name, "decimal", nullable, precision=avro_type["precision"], scale=avro_type["scale"],
@@ -118,6 +123,8 @@ def _iceberg_type(info: FieldInfo) -> IcebergType:
             return IntegerType()
         case "timestamp":
             return TimestamptzType()
+        case "date":
+            return DateType()
         case "decimal":
             return DecimalType(info.precision, info.scale)
     raise ValueError(f"no Iceberg type for {info}")
