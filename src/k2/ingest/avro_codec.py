@@ -165,9 +165,13 @@ def encode_batch(table: pa.Table, schema: AvroSchema, schema_id: int) -> Encoded
     header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
     pieces = [_constant(header, rows)]
     for info in field_infos(schema):
-        if info.name not in table.column_names:
+        if info.name in table.column_names:
+            column = table.column(info.name).combine_chunks()
+        elif info.nullable:  # an optional field the source does not have: its default, null
+            column = pa.nulls(rows, pa.string())
+        else:
             raise EncodeError(f"field {info.name!r} is missing from the batch")
-        pieces.extend(_field_pieces(table.column(info.name).combine_chunks(), info))
+        pieces.extend(_field_pieces(column, info))
     buffer, ends = _interleave(pieces, rows)
     return EncodedBatch(buffer.tobytes(), ends)
 

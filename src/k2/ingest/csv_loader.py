@@ -26,8 +26,8 @@ Layout = Literal["asx", "generic"]
 ASX_TRADE_COLUMNS = ["date", "time", "price", "volume", "qualifier", "venue", "buyer"]
 ASX_TIMEZONE = "Australia/Sydney"
 GENERIC_REQUIRED = ("symbol", "ts", "price", "size")
-GENERIC_OPTIONAL = ("exchange", "sequence", "trade_id", "side", "conditions")
-TRADE_COLUMNS = ["exchange", "symbol", "ts", "sequence", "trade_id", "price", "size", "side", "conditions"]
+GENERIC_OPTIONAL = ("exchange", "sequence", "trade_id", "side", "conditions", "venue")
+TRADE_COLUMNS = ["exchange", "symbol", "ts", "sequence", "trade_id", "price", "size", "side", "conditions", "venue"]
 _SIDES = {"": "UNKNOWN", "UNKNOWN": "UNKNOWN", "BUY": "BUY", "B": "BUY", "SELL": "SELL", "S": "SELL"}
 _BYTES_PER_ROW_GUESS = 64
 
@@ -183,9 +183,8 @@ def _asx_frame(raw: pl.DataFrame, symbol: str, exchange: str, _: _Sequencer | No
         price=pl.col("_price"),
         size=pl.col("_size"),
         side=pl.lit("UNKNOWN"),
-        conditions=pl.when(pl.col("qualifier").str.strip_chars() == "").then(None).otherwise(
-            pl.col("qualifier").str.strip_chars()
-        ),
+        conditions=_blank_as_null("qualifier"),
+        venue=_blank_as_null("venue"),
     )
 
 
@@ -210,6 +209,11 @@ class _Sequencer:
         for symbol, value in numbered.with_columns(_s=sequence).group_by("symbol").agg(pl.col("_s").max()).iter_rows():
             self.last[symbol] = value
         return sequence
+
+
+def _blank_as_null(column: str) -> pl.Expr:
+    value = pl.col(column).str.strip_chars()
+    return pl.when(value.fill_null("") == "").then(None).otherwise(value)
 
 
 def _with_optional(raw: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
@@ -255,7 +259,8 @@ def _generic_frame(raw: pl.DataFrame, exchange: str, sequencer: _Sequencer) -> p
         price=pl.col("_price"),
         size=pl.col("_size"),
         side=pl.col("_side"),
-        conditions=pl.when(pl.col("conditions").fill_null("") == "").then(None).otherwise(pl.col("conditions")),
+        conditions=_blank_as_null("conditions"),
+        venue=_blank_as_null("venue"),
     )
 
 

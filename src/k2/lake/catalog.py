@@ -29,7 +29,7 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Tabl
     """Load the dataset's table, creating namespace and table with K2's layout if they do not exist."""
     identifier = table_identifier(settings, dataset)
     try:
-        return _with_properties(catalog.load_table(identifier))
+        return _evolved(_with_properties(catalog.load_table(identifier)), dataset)
     except NoSuchTableError:
         pass
     with contextlib.suppress(NamespaceAlreadyExistsError):
@@ -42,6 +42,15 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Tabl
         sort_order=sort_order(dataset, schema),
         properties=TABLE_PROPERTIES,
     )
+
+
+def _evolved(table: Table, dataset: Dataset) -> Table:
+    """Add the fields of newer schema versions (all optional): old rows read them as null."""
+    current = iceberg_schema(dataset)
+    if set(current.column_names) - set(table.schema().column_names):
+        with table.update_schema() as update:
+            update.union_by_name(current)
+    return table
 
 
 def _with_properties(table: Table) -> Table:

@@ -53,7 +53,11 @@ def landed_offsets(table: Table, topic: str) -> LandedOffsets | None:
 def conform(batch: pa.Table, table: Table) -> pa.Table:
     """Columns in the table's order and types, rows sorted by (symbol, ts, sequence)."""
     target = table.schema().as_arrow()
-    batch = batch.select([f.name for f in target]).cast(target)
+    columns = [
+        batch.column(f.name) if f.name in batch.column_names else pa.nulls(batch.num_rows, f.type)  # optional field
+        for f in target
+    ]
+    batch = pa.Table.from_arrays(columns, names=target.names).cast(target)
     present = [c for c in SORT_COLUMNS if c in batch.column_names]
     return batch.sort_by([(c, "ascending") for c in present]) if present else batch
 

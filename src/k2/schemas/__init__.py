@@ -34,11 +34,13 @@ class Dataset(StrEnum):
     CORPORATE_ACTIONS = "corporate_actions"
 
 
+# Every version a dataset has had, oldest first; the last one is what K2 writes. Each version may only add
+# optional fields with defaults (backward compatible: readers of the new version read old records).
 _AVSC_FILES = {
-    Dataset.TRADES: "trade_v1.avsc",
-    Dataset.QUOTES: "quote_v1.avsc",
-    Dataset.REFERENCE: "reference_v1.avsc",
-    Dataset.CORPORATE_ACTIONS: "corporate_action_v1.avsc",
+    Dataset.TRADES: ("trade_v1.avsc", "trade_v2.avsc"),
+    Dataset.QUOTES: ("quote_v1.avsc",),
+    Dataset.REFERENCE: ("reference_v1.avsc",),
+    Dataset.CORPORATE_ACTIONS: ("corporate_action_v1.avsc",),
 }
 
 
@@ -57,11 +59,16 @@ class FieldInfo:
 
 
 @cache
-def avro_schema(dataset: Dataset) -> AvroSchema:
-    """The current (v1) Avro writer schema of a dataset, as shipped in the package."""
-    text = resources.files(__package__).joinpath(_AVSC_FILES[dataset]).read_text()
-    loaded: AvroSchema = json.loads(text)
+def avro_schema(dataset: Dataset, version: int | None = None) -> AvroSchema:
+    """The Avro schema of a dataset: the current one, or an older `version` (1-based)."""
+    files = _AVSC_FILES[dataset]
+    name = files[-1] if version is None else files[version - 1]
+    loaded: AvroSchema = json.loads(resources.files(__package__).joinpath(name).read_text())
     return loaded
+
+
+def schema_versions(dataset: Dataset) -> int:
+    return len(_AVSC_FILES[dataset])
 
 
 def avro_schema_json(dataset: Dataset) -> str:
@@ -130,11 +137,11 @@ def _iceberg_type(info: FieldInfo) -> IcebergType:
     raise ValueError(f"no Iceberg type for {info}")
 
 
-def iceberg_schema(dataset: Dataset) -> Schema:
+def iceberg_schema(dataset: Dataset, version: int | None = None) -> Schema:
     """The Iceberg schema derived from the dataset's Avro schema (field ids in declaration order)."""
     fields = [
         NestedField(i, info.name, _iceberg_type(info), required=not info.nullable, doc=info.doc or None)
-        for i, info in enumerate(field_infos(avro_schema(dataset)), start=1)
+        for i, info in enumerate(field_infos(avro_schema(dataset, version)), start=1)
     ]
     return Schema(*fields)
 
