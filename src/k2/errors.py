@@ -9,10 +9,10 @@ from k2.ingest.csv_loader import CsvLayoutError
 from k2.ingest.dlq import DeadLetterError
 from k2.ingest.kafka import KafkaUnavailableError
 from k2.ingest.producer import DeliveryError
-from k2.ingest.registry import SchemaNotFoundError
+from k2.ingest.registry import SchemaCompatibilityError, SchemaNotFoundError
 from k2.query.engine import QueryError
 
 K2_ERRORS: tuple[type[Exception], ...] = (
     BrokerError, CsvLayoutError, DeadLetterError, DeliveryError, KafkaUnavailableError, SchemaNotFoundError,
-    QueryError, ValidationError,
+    QueryError, SchemaCompatibilityError, ValidationError,
 )

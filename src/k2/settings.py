@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     kafka_connect_timeout_seconds: float = Field(
         15.0, gt=0, description="How long to retry reaching Kafka at start before giving up with an error."
     )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry URL; unset = the local file registry in K2_HOME/registry."
+    )
     broker: BrokerKind = Field("tansu", description="Which local Kafka-protocol broker `k2` manages.")
     topic_trades: str = "k2.trades.v1"
     topic_quotes: str = "k2.quotes.v1"

@@ -27,6 +27,8 @@ dlq_app = typer.Typer(help="Inspect and re-drive dead letters (records that coul
                       no_args_is_help=True)
 app.add_typer(query_app, name="query")
 app.add_typer(dlq_app, name="dlq")
+registry_app = typer.Typer(help="The local schema registry.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="K2 data directory (env K2_HOME, default ./.k2).", show_default=False)
@@ -343,6 +345,37 @@ def dlq_replay(home: HomeOption = None) -> None:
     settings = settings_for(home)
     count = replay_dead_letters(settings, resolve_bootstrap(settings))
     typer.echo(f"re-drove {count:,} dead letters to their source topics; run `k2 ingest` to land them")
+
+
+@registry_app.command("serve")
+def registry_serve(
+    home: HomeOption = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8081,
+) -> None:
+    """Serve the local registry over the Confluent Schema Registry REST API (for Confluent clients and tools)."""
+    import time
+
+    from k2.ingest.registry import LocalSchemaRegistry
+    from k2.ingest.registry_server import serve_registry
+
+    settings = settings_for(home)
+    server = serve_registry(LocalSchemaRegistry(settings.registry_dir), port)
+    typer.echo(f"schema registry on http://127.0.0.1:{port} (set K2_SCHEMA_REGISTRY_URL to use it); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+@registry_app.command("subjects")
+def registry_subjects(home: HomeOption = None) -> None:
+    """Subjects and their schema ids in the local registry."""
+    from k2.ingest.registry import LocalSchemaRegistry
+
+    registry = LocalSchemaRegistry(settings_for(home).registry_dir)
+    for subject in registry.subjects():
+        typer.echo(f"{subject}: schema ids {registry.versions(subject)}")
 
 
 # ----------------------------------------------------------------------------------------------------- demo

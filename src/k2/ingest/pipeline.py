@@ -12,7 +12,7 @@ from k2.ingest.csv_loader import Layout, LoadStats, read_ticks
 from k2.ingest.kafka import ensure_topics
 from k2.ingest.producer import DeliveryError, DeliveryReport, TickProducer
 from k2.ingest.reference_loader import read_reference
-from k2.ingest.registry import LocalSchemaRegistry
+from k2.ingest.registry import ConfluentSchemaRegistry, LocalSchemaRegistry, SchemaRegistry
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.lake.quality import ensure_quality_table
 from k2.schemas import Dataset
@@ -21,7 +21,10 @@ from k2.settings import Settings
 Progress = Callable[[int], None]
 
 
-def registry_for(settings: Settings) -> LocalSchemaRegistry:
+def registry_for(settings: Settings) -> SchemaRegistry:
+    """The Confluent Schema Registry at K2_SCHEMA_REGISTRY_URL, else the local file registry in K2_HOME."""
+    if settings.schema_registry_url:
+        return ConfluentSchemaRegistry(settings.schema_registry_url)
     return LocalSchemaRegistry(settings.registry_dir)
 
 
