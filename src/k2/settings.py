@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     session_timeout_ms: int = Field(6000, ge=1000, description="Kafka consumer group session timeout.")
     producer_linger_ms: int = Field(5, ge=0)
+    producer_message_timeout_ms: int = Field(
+        60_000, ge=1000, description="How long the producer retries a record before reporting it undelivered."
+    )
     producer_queue_max_messages: int = Field(500_000, ge=1000, description="Bound on the producer's queue.")
 
     # Ingest

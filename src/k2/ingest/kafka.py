@@ -28,7 +28,7 @@ def producer_config(settings: Settings, bootstrap: str) -> dict[str, object]:
         "linger.ms": settings.producer_linger_ms,
         "batch.size": 1_000_000,
         "queue.buffering.max.messages": settings.producer_queue_max_messages,
-        "message.timeout.ms": 60_000,
+        "message.timeout.ms": settings.producer_message_timeout_ms,
         "partitioner": "murmur2_random",  # same key → partition mapping as the Java client
         "delivery.report.only.error": True,
     }

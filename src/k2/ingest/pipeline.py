@@ -87,6 +87,11 @@ def load_reference(
 
 
 def _checked(report: DeliveryReport) -> DeliveryReport:
+    if report.broker_restarted:
+        raise DeliveryError(
+            f"{report.delivered} of {report.queued} records were acknowledged, but {report.errors[-1]}. Re-run the "
+            "load: re-loading is idempotent (records already in the lake are dropped as duplicates at ingest)"
+        )
     if report.failed:
         raise DeliveryError(
             f"{report.failed} of {report.queued} records were not delivered ({report.delivered} were): "

@@ -9,7 +9,7 @@ import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 
 from k2.ingest.avro_codec import encode_batch
-from k2.ingest.kafka import producer_config, topic_for
+from k2.ingest.kafka import cluster_id, producer_config, topic_for
 from k2.ingest.registry import SchemaRegistry
 from k2.obs.metrics import PRODUCE_FAILURES, PRODUCED
 from k2.schemas import Dataset, avro_schema
@@ -27,6 +27,7 @@ class DeliveryReport:
     queued: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    broker_restarted: bool = False
 
     @property
     def delivered(self) -> int:
@@ -54,6 +55,8 @@ class TickProducer:
         self._registry = registry
         self._report = DeliveryReport()
         self._producer = Producer({**producer_config(settings, bootstrap), "on_delivery": self._on_delivery})
+        self._bootstrap = bootstrap
+        self._cluster = cluster_id(bootstrap)
         self._schema_ids: dict[Dataset, int] = {}
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -93,7 +96,22 @@ class TickProducer:
         """Flush, then release the client (its connections close now, not at garbage collection)."""
         report = self.flush(timeout)
         del self._producer
+        self._check_same_cluster()
         return report
+
+    def _check_same_cluster(self) -> None:
+        """An in-memory broker that restarted is a new, empty cluster: acknowledged records may be gone."""
+        try:
+            now = cluster_id(self._bootstrap, timeout=5)
+        except Exception as exc:  # unreachable now: the delivery reports already say what was acknowledged
+            self._report.errors.append(f"could not re-check the broker after flushing: {exc}")
+            return
+        if now != self._cluster:
+            self._report.broker_restarted = True
+            self._report.errors.append(
+                f"the Kafka cluster changed during the load (id {self._cluster} → {now}): the broker restarted, and "
+                "an in-memory broker lost the records it held"
+            )
 
     def flush(self, timeout: float = 60.0) -> DeliveryReport:
         """Wait for every queued record; records still unacknowledged at the timeout count as failed."""
