@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,10 +18,11 @@ from k2.ingest.broker import ManagedBroker
 from k2.ingest.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
 from k2.ingest.kafka import ensure_topics
 from k2.query.engine import QueryEngine, TimeRange
+from k2.schemas import Dataset
 from k2.settings import Settings
 
 FIRST_DEMO_DAY = dt.date(2026, 1, 5)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def next_demo_day(engine: QueryEngine) -> dt.date:
@@ -44,9 +46,11 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
         out.print(f"broker up on {broker.bootstrap}")
         ensure_topics(settings, broker.bootstrap)
         started = time.monotonic()
-        # the consumer joins its group while the producer runs, as a live deployment would
-        with ThreadPoolExecutor(1) as pool:
-            consuming = pool.submit(pipeline.ingest, settings, broker.bootstrap, idle_seconds=2.0)
+        # consumers join their groups while the producer runs, as a live deployment would
+        datasets = list(Dataset) if asx else [Dataset.TRADES]
+        with ThreadPoolExecutor(len(datasets)) as pool:
+            consumers = {d: pool.submit(pipeline.ingest, settings, broker.bootstrap, d, idle_seconds=2.0)
+                         for d in datasets}
             if asx:
                 symbols, span = _produce_asx(settings, broker.bootstrap)
             else:
@@ -58,8 +62,12 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
                 start = dt.datetime.combine(day, dt.time(), dt.UTC)
                 span = TimeRange(start, start + dt.timedelta(days=1))
             with out.status("consuming → Iceberg …"):
-                report = consuming.result()
+                reports = {d: c.result() for d, c in consumers.items()}
+        report = reports[Dataset.TRADES]
         elapsed = (report.last_commit_at or time.monotonic()) - started
+        for dataset, other in reports.items():
+            if dataset is not Dataset.TRADES:
+                out.print(f"{dataset}: landed {other.rows_landed:,} rows")
     _summarise(engine, symbols, span, report.rows_landed, report.snapshot_id, elapsed)
 
 
@@ -70,6 +78,11 @@ def _produce_asx(settings: Settings, bootstrap: str) -> tuple[list[str], TimeRan
             settings, bootstrap, path, "asx", None, "ASX", sample / "reference-data" / "company_info.csv"
         )
         out.print(f"{path.name}: read {stats.rows_read:,}, sent {report.delivered:,}, rejected {stats.rows_rejected}")
+    for path in sorted((sample / "quotes").glob("*.csv")):
+        info = sample / "reference-data" / "company_info.csv"
+        load_with_progress(settings, bootstrap, path, "asx", None, "ASX", info, Dataset.QUOTES)
+    for path in sorted((sample / "reference-data").glob("*.csv")):
+        pipeline.load_reference(settings, bootstrap, path)
     return ["DVN", "MWR"], TimeRange()
 
 
@@ -78,7 +91,8 @@ def _summarise(
 ) -> None:
     counts = engine.counts()
     out.rule("[bold]summary")
-    out.print(f"landed {landed:,} trades end to end in {elapsed:.2f} s: {landed / max(elapsed, 1e-9):,.0f} rows/s "
+    rate = f": {landed / max(elapsed, 1e-9):,.0f} rows/s" if landed >= 10_000 else ""
+    out.print(f"landed {landed:,} trades end to end in {elapsed:.2f} s{rate} "
               "(first record produced → last Iceberg commit, consumer group join included)")
     out.print(f"Iceberg snapshot id: {snapshot}")
     render(engine.counts(symbols, span), OutputFormat.TABLE, "this run: rows per symbol")

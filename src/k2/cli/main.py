@@ -406,6 +406,8 @@ def main() -> None:
         level=os.environ.get("K2_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:  # pyiceberg logs its own commit retries as warnings
+        logging.getLogger("pyiceberg").setLevel(logging.ERROR)
     try:
         app()
     except K2_ERRORS as exc:

@@ -58,6 +58,6 @@ def render(table: pa.Table, fmt: OutputFormat, title: str | None = None, max_row
                        or pa.types.is_decimal(table.schema.field(name).type) else "left")
     for row in table.slice(0, max_rows).to_pylist():
         out.add_row(*(_cell(v) for v in row.values()))
-    Console().print(out)
+    (Console() if sys.stdout.isatty() else Console(width=160)).print(out)
     if table.num_rows > max_rows:
         console.print(f"… {table.num_rows - max_rows} more rows (use --format csv or --limit)")
