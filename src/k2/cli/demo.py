@@ -17,6 +17,8 @@ from k2.ingest import pipeline
 from k2.ingest.broker import ManagedBroker
 from k2.ingest.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
 from k2.ingest.kafka import ensure_topics
+from k2.lake.catalog import ensure_table, open_catalog
+from k2.lake.quality import ensure_quality_table
 from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset
 from k2.settings import Settings
@@ -48,6 +50,10 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
         started = time.monotonic()
         # consumers join their groups while the producer runs, as a live deployment would
         datasets = list(Dataset) if asx else [Dataset.TRADES]
+        catalog = open_catalog(settings)
+        for dataset in datasets:  # create tables up front, not from several threads at once
+            ensure_table(catalog, settings, dataset)
+        ensure_quality_table(catalog, settings)
         with ThreadPoolExecutor(len(datasets)) as pool:
             consumers = {d: pool.submit(pipeline.ingest, settings, broker.bootstrap, d, idle_seconds=2.0)
                          for d in datasets}

@@ -244,11 +244,19 @@ def query_trades(
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
 ) -> None:
     """Trades in time order."""
+    _query_ticks("trades", home, symbol, start, end, limit, fmt, snapshot)
+
+
+def _query_ticks(
+    dataset: str, home: Path | None, symbol: str | None, start: str | None, end: str | None, limit: int | None,
+    fmt: OutputFormat, snapshot: int | None,
+) -> None:
     from k2.query.engine import QueryEngine, TimeRange
+    from k2.schemas import Dataset
 
     span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
     engine = QueryEngine(settings_for(home))
-    render(engine.trades(split_symbols(symbol), span, limit, snapshot), fmt, "trades")
+    render(engine.ticks(Dataset(dataset), split_symbols(symbol), span, limit, snapshot), fmt, dataset)
 
 
 @query_app.command("quotes")
@@ -258,11 +266,7 @@ def query_quotes(
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
 ) -> None:
     """L1 quotes (bid/ask price and size; an empty side is blank) in time order."""
-    from k2.query.engine import QueryEngine, TimeRange
-
-    span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
-    engine = QueryEngine(settings_for(home))
-    render(engine.quotes(split_symbols(symbol), span, limit, snapshot), fmt, "quotes")
+    _query_ticks("quotes", home, symbol, start, end, limit, fmt, snapshot)
 
 
 @query_app.command("reference")

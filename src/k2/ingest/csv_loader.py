@@ -357,21 +357,8 @@ def read_trades(
     chunk_rows: int = 100_000,
     stats: LoadStats | None = None,
 ) -> Iterator[pa.Table]:
-    """Stream `path` as Arrow tables of valid trades; bad rows go to `stats.rejected` with line and reason."""
+    """Stream `path` as Arrow tables of valid trades (see `read_ticks`)."""
     return read_ticks("trades", path, layout, symbol, exchange, company_info, chunk_rows, stats)
-
-
-def read_quotes(
-    path: Path,
-    layout: Layout | None = None,
-    symbol: str | None = None,
-    exchange: str | None = None,
-    company_info: Path | None = None,
-    chunk_rows: int = 100_000,
-    stats: LoadStats | None = None,
-) -> Iterator[pa.Table]:
-    """Stream `path` as Arrow tables of valid L1 quotes (empty book sides as nulls)."""
-    return read_ticks("quotes", path, layout, symbol, exchange, company_info, chunk_rows, stats)
 
 
 def read_ticks(
@@ -384,6 +371,8 @@ def read_ticks(
     chunk_rows: int = 100_000,
     stats: LoadStats | None = None,
 ) -> Iterator[pa.Table]:
+    """Stream `path` as Arrow tables of valid trades or quotes; bad rows go to `stats.rejected` with their line
+    number and reason, and never stop the good rows around them."""
     spec = _SPECS[dataset]
     if not path.exists():
         raise CsvLayoutError(f"{path}: no such file")

@@ -25,23 +25,32 @@ def table_identifier(settings: Settings, dataset: Dataset) -> tuple[str, str]:
     return (settings.namespace, dataset.value)
 
 
-def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Table:
+def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset, _retry: bool = True) -> Table:
     """Load the dataset's table, creating namespace and table with K2's layout if they do not exist."""
     identifier = table_identifier(settings, dataset)
     try:
         return _evolved(_with_properties(catalog.load_table(identifier)), dataset)
     except NoSuchTableError:
         pass
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(settings.namespace)
     schema = iceberg_schema(dataset)
-    return catalog.create_table_if_not_exists(
-        identifier,
-        schema=schema,
-        partition_spec=partition_spec(dataset, schema, settings.symbol_buckets),
-        sort_order=sort_order(dataset, schema),
-        properties=TABLE_PROPERTIES,
-    )
+    try:
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(settings.namespace)
+        return catalog.create_table_if_not_exists(
+            identifier,
+            schema=schema,
+            partition_spec=partition_spec(dataset, schema, settings.symbol_buckets),
+            sort_order=sort_order(dataset, schema),
+            properties=TABLE_PROPERTIES,
+        )
+    except Exception:
+        # another process or thread created the namespace or table between our check and our create (SQLite
+        # reports that as an integrity error, not as "already exists"): use theirs
+        if catalog.table_exists(identifier):
+            return catalog.load_table(identifier)
+        if not _retry or not catalog.namespace_exists(settings.namespace):
+            raise
+        return ensure_table(catalog, settings, dataset, _retry=False)
 
 
 def _evolved(table: Table, dataset: Dataset) -> Table:

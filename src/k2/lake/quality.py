@@ -53,7 +53,13 @@ class QualityCounts(Protocol):
 
 
 def ensure_quality_table(catalog: Catalog, settings: Settings) -> Table:
-    return catalog.create_table_if_not_exists((settings.namespace, QUALITY_TABLE), schema=QUALITY_SCHEMA)
+    identifier = (settings.namespace, QUALITY_TABLE)
+    try:
+        return catalog.create_table_if_not_exists(identifier, schema=QUALITY_SCHEMA)
+    except Exception:  # created concurrently by another consumer
+        if catalog.table_exists(identifier):
+            return catalog.load_table(identifier)
+        raise
 
 
 def append_quality(

@@ -145,35 +145,32 @@ class QueryEngine:
         result: pa.Table = self._con.execute(sql.format(source=source), [files, *params]).to_arrow_table()
         return result
 
-    def trades(
-        self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
-        snapshot_id: int | None = None,
+    def ticks(
+        self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
+        limit: int | None = None, snapshot_id: int | None = None,
     ) -> pa.Table:
-        """Trades in time order (ts, sequence)."""
+        """Trades or quotes in time order (ts, symbol, sequence)."""
         span = span or TimeRange()
-        files = self.files(Dataset.TRADES, symbols, span, snapshot_id)
+        files = self.files(dataset, symbols, span, snapshot_id)
         if not files:
-            return arrow_schema(Dataset.TRADES).empty_table()
+            return arrow_schema(dataset).empty_table()
         where, params = self._where(symbols, span)
         limit_sql = f" LIMIT {int(limit)}" if limit else ""
         return self._run(
             f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
         )
 
+    def trades(
+        self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
+        snapshot_id: int | None = None,
+    ) -> pa.Table:
+        return self.ticks(Dataset.TRADES, symbols, span, limit, snapshot_id)
+
     def quotes(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
         snapshot_id: int | None = None,
     ) -> pa.Table:
-        """L1 quotes in time order (ts, sequence)."""
-        span = span or TimeRange()
-        files = self.files(Dataset.QUOTES, symbols, span, snapshot_id)
-        if not files:
-            return arrow_schema(Dataset.QUOTES).empty_table()
-        where, params = self._where(symbols, span)
-        limit_sql = f" LIMIT {int(limit)}" if limit else ""
-        return self._run(
-            f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
-        )
+        return self.ticks(Dataset.QUOTES, symbols, span, limit, snapshot_id)
 
     def reference(self, dataset: Dataset = Dataset.REFERENCE, symbols: list[str] | None = None) -> pa.Table:
         """Instruments (valid_from order) or corporate actions (ex_date order) — small, unpartitioned tables."""
