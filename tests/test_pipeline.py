@@ -243,3 +243,19 @@ def test_reference_data_and_corporate_actions_land_once(kafka_settings: Settings
     [bhp] = engine.reference(Dataset.CORPORATE_ACTIONS, ["BHP"]).to_pylist()
     assert (bhp["action"], bhp["ex_date"], bhp["amount"], bhp["gross_amount"], bhp["currency"]) == (
         "DIVIDEND", dt.date(2014, 3, 3), Decimal("0.59"), Decimal("0.842857"), "USD")
+
+
+def test_generated_quotes_round_trip_through_a_csv(kafka_settings: Settings, tmp_path: Path) -> None:
+    from k2.ingest.generator import generate_quotes, write_generic_csv
+
+    quotes = generate_quotes(DAY, ["QQQ", "RRR"], 3_000, seed=8)
+    path = tmp_path / "quotes.csv"
+    write_generic_csv(quotes, str(path))
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    stats, report = pipeline.load_csv(kafka_settings, bootstrap, path, dataset=Dataset.QUOTES)
+    assert (stats.rows_read, stats.rows_rejected, report.delivered) == (3_000, 0, 3_000)
+    assert pipeline.ingest(kafka_settings, bootstrap, Dataset.QUOTES).rows_landed == 3_000
+    back = QueryEngine(kafka_settings).quotes(limit=None).drop_columns(["ingest_ts"])
+    key = lambda r: (r["symbol"], r["sequence"])  # noqa: E731
+    assert sorted(back.to_pylist(), key=key) == sorted(quotes.to_pylist(), key=key)  # exact, nulls included
+    assert sum(1 for r in back.to_pylist() if r["ask_price"] is None) == 2  # each symbol opens with an empty ask

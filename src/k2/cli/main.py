@@ -105,29 +105,34 @@ def broker_status(home: HomeOption = None) -> None:
 def generate(
     home: HomeOption = None,
     date: Annotated[str, typer.Option(help="Trading day (YYYY-MM-DD).")] = "2026-01-05",
-    trades: Annotated[int, typer.Option(min=1, help="Approximate number of trades in the day.")] = 100_000,
+    trades: Annotated[int, typer.Option(min=1, help="Number of trades (or quote updates) in the day.")] = 100_000,
     symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "ALPHA,BRAVO,CHARL,DELTA,ECHO",
     seed: Annotated[int, typer.Option(help="Random seed (same seed + day = same ticks).")] = 42,
     out: Annotated[Path | None, typer.Option(help="Write a CSV (generic layout) instead of producing.")] = None,
+    dataset: Annotated[str, typer.Option(help="trades | quotes")] = "trades",
 ) -> None:
-    """Generate a synthetic trading day and produce it to Kafka (or write it as CSV with --out)."""
-    from k2.ingest.generator import generate_trades, write_generic_csv
+    """Generate a synthetic trading day of trades or L1 quotes and produce it to Kafka (or write CSV with --out)."""
+    from k2.ingest.generator import generate_quotes, generate_trades, write_generic_csv
+    from k2.schemas import Dataset
 
+    if dataset not in ("trades", "quotes"):
+        raise typer.BadParameter(f"{dataset!r} is not trades or quotes", param_hint="--dataset")
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
         raise typer.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date") from None
-    table = generate_trades(day, split_symbols(symbols) or [], trades, seed)
+    make = generate_quotes if dataset == "quotes" else generate_trades
+    table = make(day, split_symbols(symbols) or [], trades, seed)
     if out is not None:
         write_generic_csv(table, str(out))
-        typer.echo(f"wrote {table.num_rows:,} trades for {day} to {out}")
+        typer.echo(f"wrote {table.num_rows:,} {dataset} for {day} to {out}")
         return
     from k2.cli.progress import produce_with_progress
     from k2.ingest.broker import resolve_bootstrap
 
     settings = settings_for(home)
-    produce_with_progress(settings, resolve_bootstrap(settings), table)
-    typer.echo(f"produced {table.num_rows:,} trades for {day}")
+    produce_with_progress(settings, resolve_bootstrap(settings), table, Dataset(dataset))
+    typer.echo(f"produced {table.num_rows:,} {dataset} for {day}")
 
 
 # ----------------------------------------------------------------------------------------------------- load

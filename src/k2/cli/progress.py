@@ -24,10 +24,14 @@ def _progress() -> Progress:
     )
 
 
-def produce_with_progress(settings: Settings, bootstrap: str, table: pa.Table) -> DeliveryReport:
+def produce_with_progress(
+    settings: Settings, bootstrap: str, table: pa.Table, dataset: Dataset = Dataset.TRADES
+) -> DeliveryReport:
     with _progress() as bar:
-        task = bar.add_task("produce → Kafka", total=table.num_rows)
-        return pipeline.produce_table(settings, bootstrap, table, on_progress=lambda n: bar.advance(task, n))
+        task = bar.add_task(f"produce {dataset} → Kafka", total=table.num_rows)
+        return pipeline.produce_table(
+            settings, bootstrap, table, dataset, on_progress=lambda n: bar.advance(task, n)
+        )
 
 
 def load_with_progress(

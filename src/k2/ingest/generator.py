@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from k2.arrow_util import decimal_from_unscaled
+from k2.arrow_util import decimal_from_unscaled, unscaled_from_decimal
 
 DEFAULT_SYMBOLS = ("ALPHA", "BRAVO", "CHARL", "DELTA", "ECHO")
 SYNTHETIC_EXCHANGE = "K2X"
@@ -89,8 +89,38 @@ def generate_trades(
 
 
 def write_generic_csv(table: pa.Table, path: str) -> None:
-    """Write trades in K2's generic headered CSV layout (ISO-8601 UTC timestamps)."""
+    """Write trades or quotes in K2's generic headered CSV layouts (ISO-8601 UTC timestamps)."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     frame = frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
     frame.drop([c for c in ("ingest_ts",) if c in frame.columns]).write_csv(path)
+
+
+def generate_quotes(
+    day: dt.date,
+    symbols: Sequence[str] = DEFAULT_SYMBOLS,
+    quotes: int = 100_000,
+    seed: int = 42,
+    exchange: str = SYNTHETIC_EXCHANGE,
+) -> pa.Table:
+    """About `quotes` L1 quote updates for `day` around the same price paths as `generate_trades`: a spread of a
+    few ticks, round-lot sizes, and an empty ask side for the first update of each symbol (pre-open book)."""
+    trades = generate_trades(day, symbols, quotes, seed, exchange)
+    rng = np.random.default_rng([seed, day.toordinal(), 7])
+    mid_unscaled = unscaled_from_decimal(trades["price"].combine_chunks())
+    half_spread = rng.integers(1, 4, trades.num_rows) * TICK
+    bid = mid_unscaled - half_spread
+    ask = mid_unscaled + half_spread
+    ask_valid = trades["sequence"].to_numpy() != 1
+    bid_size = rng.geometric(0.3, trades.num_rows).astype(np.int64) * 100
+    ask_size = rng.geometric(0.3, trades.num_rows).astype(np.int64) * 100
+    return pa.table({
+        "exchange": trades["exchange"],
+        "symbol": trades["symbol"],
+        "ts": trades["ts"],
+        "sequence": trades["sequence"],
+        "bid_price": decimal_from_unscaled(np.maximum(bid, TICK), 18, 8),
+        "ask_price": decimal_from_unscaled(ask, 18, 8, valid=ask_valid),
+        "bid_size": pa.array(bid_size),
+        "ask_size": pa.array(np.where(ask_valid, ask_size, 0), mask=~ask_valid),
+    })
