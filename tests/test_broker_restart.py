@@ -4,6 +4,7 @@ say so, and since the lake is the record, re-running the load lands every trade 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,3 +58,25 @@ def test_broker_restart_mid_load(kind: BrokerKind, tmp_path: Path) -> None:
     engine = QueryEngine(Settings(home=tmp_path / "home"))
     counts = engine.counts()
     assert sum(counts["trades"].to_pylist()) == TRADES  # every trade once, whatever the broker kept
+
+
+@pytest.mark.slow
+def test_broker_gone_mid_load_reports_what_was_delivered(tmp_path: Path) -> None:
+    port = free_port()
+    tag = uuid.uuid4().hex[:8]
+    env = {**os.environ, "K2_HOME": str(tmp_path / "home"), "K2_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+           "K2_TOPIC_TRADES": f"gone-{tag}", "K2_CSV_CHUNK_ROWS": "50000", "K2_PRODUCER_MESSAGE_TIMEOUT_MS": "5000"}
+    k2 = [sys.executable, "-m", "k2.cli"]
+    csv_path = tmp_path / "day.csv"
+    subprocess.run([*k2, "generate", "--trades", str(TRADES), "--out", str(csv_path)], env=env, check=True,
+                   capture_output=True)
+    state, process = start_broker("tansu", tmp_path / "broker", port)
+    load = subprocess.Popen([*k2, "load", str(csv_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(2.5)
+    stop_process(state, process)  # and it never comes back
+    out, err = load.communicate(timeout=300)
+    message = " ".join(err.split())
+    assert load.returncode == 1, out + err
+    assert re.search(r"error: \d+ of \d+ records were not delivered \(\d+ were\)", message), err
+    assert "Traceback" not in err

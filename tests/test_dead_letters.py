@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pyarrow as pa
 from confluent_kafka import Producer
@@ -40,18 +41,24 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings) 
     future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
     in_future = trades.slice(1, 1).set_column(2, "ts", pa.array([future], pa.timestamp("us", tz="UTC")))
     encode = lambda t: encode_batch(t, avro_schema(Dataset.TRADES), schema_id).values()[0]  # noqa: E731
+    # a producer with a newer enum (side SHORT_SELL) framed with our schema id: index 3 of Side does not exist
+    sideways = json.loads(json.dumps(avro_schema(Dataset.TRADES)))
+    next(f for f in sideways["fields"] if f["name"] == "side")["type"]["symbols"].append("SHORT_SELL")
+    unknown_side = trades.slice(6, 1).set_column(7, "side", pa.array(["SHORT_SELL"]))
+    unknown_side_value = encode_batch(unknown_side, sideways, schema_id).values()[0]
     bad = [
         encode(negative_size),
         encode(in_future),
         b"\x00\x00\x00\x03\xe7" + good[3][5:],  # schema id 999 is not registered
         b"not avro at all",
         good[4][:12],  # truncated body
+        unknown_side_value,
     ]
-    _produce_raw(kafka_settings, [good[5], *bad, *good[6:]])
+    _produce_raw(kafka_settings, [good[5], *bad, *good[7:]])
 
     report = pipeline.ingest(kafka_settings, bootstrap)
-    assert report.rows_landed == 5  # good[5..9]: the bad records in the middle did not block them
-    assert report.dead_lettered == 5
+    assert report.rows_landed == 4  # good[5], good[7..9]: the bad records in the middle did not block them
+    assert report.dead_lettered == 6
     letters = read_dead_letters(kafka_settings, bootstrap)
     reasons = sorted(letter.error for letter in letters)
     assert any("size must be > 0" in r for r in reasons)
@@ -60,13 +67,14 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings) 
     assert any("no Confluent wire-format header" in r for r in reasons)
     assert any("does not decode" in r for r in reasons)
     assert {letter.source_topic for letter in letters} == {kafka_settings.topic_trades}
-    assert sorted(letter.source_offset for letter in letters) == [1, 2, 3, 4, 5]
-    assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 5
+    assert sum("does not decode" in r for r in reasons) == 2  # the truncated body and the unknown side
+    assert sorted(letter.source_offset for letter in letters) == [1, 2, 3, 4, 5, 6]
+    assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 4
 
     # fix the cause of one (allow a larger clock skew), re-drive, re-ingest: it lands, the rest return to the DLQ
     fixed = kafka_settings.model_copy(update={"max_future_skew_seconds": 3 * 86_400})
-    assert replay_dead_letters(fixed, bootstrap) == 5
+    assert replay_dead_letters(fixed, bootstrap) == 6
     assert replay_dead_letters(fixed, bootstrap) == 0  # already re-driven
     again = pipeline.ingest(fixed, bootstrap)
-    assert (again.rows_landed, again.dead_lettered) == (1, 4)
-    assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 6
+    assert (again.rows_landed, again.dead_lettered) == (1, 5)
+    assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 5

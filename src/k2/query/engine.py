@@ -141,7 +141,7 @@ class QueryEngine:
         return " AND ".join(clauses), params
 
     def _run(self, sql: str, files: list[str], params: list[object]) -> pa.Table:
-        source = "read_parquet(?, union_by_name = true)"
+        source = "read_parquet(?, union_by_name = true, hive_partitioning = false)"
         result: pa.Table = self._con.execute(sql.format(source=source), [files, *params]).to_arrow_table()
         return result
 
