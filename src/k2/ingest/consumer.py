@@ -86,6 +86,7 @@ class LakeIngestor:
         self._tracker = self._make_tracker()
         self._quality_table = quality_table
         self._assigned_at: float | None = None
+        self._unassigned_since = time.monotonic()
         self._pending = _Pending()
 
     def _make_tracker(self) -> SequenceTracker | NaturalKeyDeduper:
@@ -127,6 +128,10 @@ class LakeIngestor:
         log.info("%s: revoking %s; landing %d pending records first", self._topic,
                  [tp.partition for tp in partitions], len(self._pending.messages))
         self._land_pending()
+        # until the next assignment this consumer owns nothing: that wait (a rebalance, ~session timeout with
+        # static members on some brokers) must not count as "idle", or it could exit with partitions unread
+        self._assigned_at = None
+        self._unassigned_since = time.monotonic()
 
     def _land(self, pending: _Pending) -> None:
         if not pending.messages:
@@ -217,7 +222,7 @@ class LakeIngestor:
         idle_limit = self._settings.ingest_idle_seconds if idle_seconds is None else idle_seconds
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._pending = _Pending()
-        last_data = time.monotonic()
+        last_data = self._unassigned_since = time.monotonic()
         assignment_limit = 10.0 + 2 * self._settings.session_timeout_ms / 1000
         gc.freeze()
         gc.disable()  # the consume loop allocates millions of small objects that are never cyclic
@@ -249,7 +254,7 @@ class LakeIngestor:
                     if on_progress:
                         on_progress(self.report)
                 if self._assigned_at is None:
-                    if now - last_data > assignment_limit:
+                    if now - self._unassigned_since > assignment_limit:
                         raise RuntimeError(
                             f"no partitions of {self._topic} were assigned within {assignment_limit:.0f}s "
                             f"(group {self._group!r}: is another consumer holding them?)"
