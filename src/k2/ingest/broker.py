@@ -103,8 +103,16 @@ def _state_file(settings: Settings) -> Path:
     return settings.broker_dir / "broker.json"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when the parent dies, so no broker outlives a crash."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def start_broker(
-    kind: BrokerKind, data_dir: Path, port: int | None = None, timeout: float = 15.0
+    kind: BrokerKind, data_dir: Path, port: int | None = None, timeout: float = 15.0, die_with_parent: bool = False
 ) -> tuple[BrokerState, subprocess.Popen[bytes]]:
     """Start a broker on loopback in its own process group and wait until it accepts connections."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +121,7 @@ def start_broker(
     process = subprocess.Popen(
         _command(kind, port, data_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent if die_with_parent else None,
     )
     log.close()
     deadline = time.monotonic() + timeout
@@ -158,7 +167,7 @@ class ManagedBroker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BrokerState:
-        self.state, self._process = start_broker(self.kind, self.data_dir, self.port)
+        self.state, self._process = start_broker(self.kind, self.data_dir, self.port, die_with_parent=True)
         return self.state
 
     def __exit__(self, *exc: object) -> None:

@@ -7,6 +7,7 @@ missing counts describe the key's state after the commit (derived from what land
 from __future__ import annotations
 
 import datetime as dt
+import random
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -81,12 +82,12 @@ def append_quality(
             "received", "landed", "duplicates", "late", "first_sequence", "last_sequence", "gaps", "missing")},
     }
     rows = pa.table(columns).cast(table.schema().as_arrow())
-    for attempt in range(8):  # several consumers record quality into one table: retry lost commit races
+    for attempt in range(40):  # several consumers record quality into one table: retry lost commit races
         try:
             table.refresh()
             table.append(rows)
             return
         except CommitFailedException:
-            if attempt == 7:
+            if attempt == 39:
                 raise
-            time.sleep(0.05 * (attempt + 1))
+            time.sleep(min(1.0, 0.02 * 2 ** min(attempt, 6)) * (0.5 + random.random()))

@@ -70,23 +70,26 @@ def _merged_offsets(table: Table, offsets: LandedOffsets) -> dict[str, str]:
     return {OFFSETS_PROPERTY: LandedOffsets(offsets.cluster_id, offsets.topic, merged).to_json()}
 
 
-def append(table: Table, batch: pa.Table, offsets: LandedOffsets | None = None, attempts: int = 8) -> int:
+def append(table: Table, batch: pa.Table, offsets: LandedOffsets | None = None, give_up_after: float = 120.0) -> int:
     """Append `batch` (plus merged landed offsets) in one Iceberg commit; returns the new snapshot id.
 
     Another writer committing first (a second consumer of the group, compaction) makes the commit fail; the
     table is refreshed, the offsets re-merged with the winner's, and the append retried.
     """
     rows = conform(batch, table)
-    for attempt in range(attempts):
+    deadline = time.monotonic() + give_up_after
+    attempt = 0
+    while True:
         table.refresh()
         properties = _merged_offsets(table, offsets) if offsets is not None else {}
         try:
             table.append(rows, snapshot_properties=properties)
             break
         except CommitFailedException:
-            if attempt == attempts - 1:
+            if time.monotonic() > deadline:
                 raise
-            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+            attempt += 1
+            time.sleep(min(1.0, 0.02 * 2 ** min(attempt, 6)) * (0.5 + random.random()))  # jittered backoff
     snapshot = table.current_snapshot()
     assert snapshot is not None
     return snapshot.snapshot_id
