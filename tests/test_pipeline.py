@@ -259,3 +259,17 @@ def test_generated_quotes_round_trip_through_a_csv(kafka_settings: Settings, tmp
     key = lambda r: (r["symbol"], r["sequence"])  # noqa: E731
     assert sorted(back.to_pylist(), key=key) == sorted(quotes.to_pylist(), key=key)  # exact, nulls included
     assert sum(1 for r in back.to_pylist() if r["ask_price"] is None) == 2  # each symbol opens with an empty ask
+
+
+def test_generated_reference_data_lands_and_reads_back(kafka_settings: Settings, tmp_path: Path) -> None:
+    from k2.ingest.generator import generate_reference, write_generic_csv
+
+    instruments = generate_reference(["AAA", "BBB"], dt.date(2026, 1, 1))
+    path = tmp_path / "instruments.csv"
+    write_generic_csv(instruments, str(path))
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    kind, stats, report = pipeline.load_reference(kafka_settings, bootstrap, path, exchange="K2X")
+    assert (kind, stats.rows_rejected, report.delivered) == (Dataset.REFERENCE, 0, 2)
+    assert pipeline.ingest(kafka_settings, bootstrap, Dataset.REFERENCE).rows_landed == 2
+    back = QueryEngine(kafka_settings).reference(Dataset.REFERENCE).drop_columns(["ingest_ts"])
+    assert back.to_pylist() == instruments.to_pylist()

@@ -109,20 +109,25 @@ def generate(
     symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "ALPHA,BRAVO,CHARL,DELTA,ECHO",
     seed: Annotated[int, typer.Option(help="Random seed (same seed + day = same ticks).")] = 42,
     out: Annotated[Path | None, typer.Option(help="Write a CSV (generic layout) instead of producing.")] = None,
-    dataset: Annotated[str, typer.Option(help="trades | quotes")] = "trades",
+    dataset: Annotated[str, typer.Option(help="trades | quotes | reference (instruments of the symbols)")] = "trades",
 ) -> None:
-    """Generate a synthetic trading day of trades or L1 quotes and produce it to Kafka (or write CSV with --out)."""
-    from k2.ingest.generator import generate_quotes, generate_trades, write_generic_csv
+    """Generate a synthetic trading day of trades or L1 quotes (or the symbols' reference data) and produce it to
+    Kafka (or write CSV with --out)."""
+    from k2.ingest.generator import generate_quotes, generate_reference, generate_trades, write_generic_csv
     from k2.schemas import Dataset
 
-    if dataset not in ("trades", "quotes"):
-        raise typer.BadParameter(f"{dataset!r} is not trades or quotes", param_hint="--dataset")
+    if dataset not in ("trades", "quotes", "reference"):
+        raise typer.BadParameter(f"{dataset!r} is not trades, quotes or reference", param_hint="--dataset")
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
         raise typer.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date") from None
-    make = generate_quotes if dataset == "quotes" else generate_trades
-    table = make(day, split_symbols(symbols) or [], trades, seed)
+    names = split_symbols(symbols) or []
+    if dataset == "reference":
+        table = generate_reference(names, day)
+    else:
+        make = generate_quotes if dataset == "quotes" else generate_trades
+        table = make(day, names, trades, seed)
     if out is not None:
         write_generic_csv(table, str(out))
         typer.echo(f"wrote {table.num_rows:,} {dataset} for {day} to {out}")

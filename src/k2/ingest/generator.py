@@ -92,7 +92,9 @@ def write_generic_csv(table: pa.Table, path: str) -> None:
     """Write trades or quotes in K2's generic headered CSV layouts (ISO-8601 UTC timestamps)."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    frame = frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    frame = frame.with_columns(
+        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") for c in ("ts", "valid_from") if c in frame.columns
+    )
     frame.drop([c for c in ("ingest_ts",) if c in frame.columns]).write_csv(path)
 
 
@@ -123,4 +125,24 @@ def generate_quotes(
         "ask_price": decimal_from_unscaled(ask, 18, 8, valid=ask_valid),
         "bid_size": pa.array(bid_size),
         "ask_size": pa.array(np.where(ask_valid, ask_size, 0), mask=~ask_valid),
+    })
+
+
+def generate_reference(
+    symbols: Sequence[str] = DEFAULT_SYMBOLS, valid_from: dt.date = dt.date(2026, 1, 1),
+    exchange: str = SYNTHETIC_EXCHANGE,
+) -> pa.Table:
+    """Instrument reference rows for the synthetic symbols (USD, lots of 100, 0.01 tick, listed)."""
+    count = len(symbols)
+    start = dt.datetime.combine(valid_from, dt.time(), dt.UTC)
+    return pa.table({
+        "exchange": [exchange] * count,
+        "symbol": list(symbols),
+        "name": [f"{symbol.title()} Synthetic Corp" for symbol in symbols],
+        "isin": pa.nulls(count, pa.string()),
+        "currency": ["USD"] * count,
+        "lot_size": pa.array([100] * count, pa.int64()),
+        "tick_size": decimal_from_unscaled(np.full(count, TICK, dtype=np.int64), 18, 8),
+        "listing_status": ["LISTED"] * count,
+        "valid_from": pa.array([start] * count, pa.timestamp("us", tz="UTC")),
     })

@@ -58,13 +58,17 @@ class TickProducer:
         self._bootstrap = bootstrap
         self._cluster = cluster_id(bootstrap)
         self._schema_ids: dict[Dataset, int] = {}
+        self._topic = ""
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._report.failed += 1
-            PRODUCE_FAILURES.labels(message.topic()).inc()
-            if len(self._report.errors) < 20:
-                self._report.errors.append(f"{message.topic()}: {error.str()}")
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        # called from librdkafka for failed records only; touches no Message method (seen raising SystemError
+        # while the client tears down after a broker restart) and never raises
+        if error is None:
+            return
+        self._report.failed += 1
+        PRODUCE_FAILURES.labels(self._topic).inc()
+        if len(self._report.errors) < 20:
+            self._report.errors.append(f"{self._topic}: {error.str()}")
 
     def schema_id(self, dataset: Dataset) -> int:
         if dataset not in self._schema_ids:
@@ -77,7 +81,7 @@ class TickProducer:
         table = with_ingest_ts(table)
         encoded = encode_batch(table, avro_schema(dataset), self.schema_id(dataset))
         keys = table.column("symbol").cast(pa.binary()).to_pylist()
-        topic = topic_for(self._settings, dataset)
+        topic = self._topic = topic_for(self._settings, dataset)
         produce, poll = self._producer.produce, self._producer.poll
         for i, (value, key) in enumerate(zip(encoded.values(), keys, strict=True)):
             while True:

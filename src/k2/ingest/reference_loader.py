@@ -103,7 +103,8 @@ def _generic_instruments(frame: pl.DataFrame, exchange: str, stats: LoadStats) -
     ], stats)
     return good.select(
         exchange=pl.col("exchange").fill_null(exchange), symbol=pl.col("symbol").str.strip_chars(), name="name",
-        isin="isin", currency="currency", lot_size="_lot", tick_size="_tick", listing_status="_status",
+        isin=pl.when(pl.col("isin").fill_null("").str.strip_chars() == "").then(None).otherwise(pl.col("isin")),
+        currency="currency", lot_size="_lot", tick_size="_tick", listing_status="_status",
         valid_from="_from",
     ).to_arrow()
 
