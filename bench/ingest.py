@@ -111,7 +111,7 @@ def ceiling(root: Path, total: int, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     parser.add_argument("--broker", choices=["tansu", "noida"], default="tansu")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="k2-bench-ingest-"))
