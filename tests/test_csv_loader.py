@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from k2.data import asx_sample_dir
-from k2.ingest.csv_loader import CsvLayoutError, LoadStats, detect_layout, read_trades
+from k2.ingest.csv_loader import CsvLayoutError, LoadStats, detect_layout, read_ticks
 
 DVN = asx_sample_dir() / "trades" / "7181.csv"
 SYDNEY = ZoneInfo("Australia/Sydney")
@@ -21,7 +21,7 @@ SYDNEY = ZoneInfo("Australia/Sydney")
 
 def _load(path: Path, **kwargs: object) -> tuple[pa.Table, LoadStats]:
     stats = LoadStats()
-    chunks = list(read_trades(path, stats=stats, **kwargs))  # type: ignore[arg-type]
+    chunks = list(read_ticks("trades", path, stats=stats, **kwargs))  # type: ignore[arg-type]
     return pa.concat_tables(chunks), stats
 
 
@@ -97,16 +97,16 @@ def test_generic_layout_requires_its_columns(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("symbol,price,size\nAAA,1,1\n")
     with pytest.raises(CsvLayoutError, match=r"asx|company"):
-        list(read_trades(path))
+        list(read_ticks("trades", path))
     with pytest.raises(CsvLayoutError, match=r"lacks required column\(s\) \['ts'\]"):
-        list(read_trades(path, layout="generic"))
+        list(read_ticks("trades", path, layout="generic"))
 
 
 def test_asx_file_without_symbol_mapping_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "9999.csv"
     path.write_text("03/10/2014,10:13:34.553,0.67,8216,0,,\n")
     with pytest.raises(CsvLayoutError, match="--symbol"):
-        list(read_trades(path))
+        list(read_ticks("trades", path))
 
 
 def test_daily_volume_by_exchange_date() -> None:

@@ -231,13 +231,14 @@ class LakeIngestor:
                 batch = self._settings.consume_batch
                 want = batch if max_messages is None else min(batch, max_messages - self.report.messages)
                 messages = self._consumer.consume(want, timeout=0.2)
+                got = 0
                 for message in messages:
                     error = message.error()
                     if error is None:
                         self._pending.add(message)
+                        got += 1
                     elif error.code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(f"Kafka error on {self._topic}: {error.str()}")
-                got = sum(1 for m in messages if m.error() is None)
                 self.report.messages += got
                 INGEST_MESSAGES.labels(self._topic).inc(got)
                 now = time.monotonic()

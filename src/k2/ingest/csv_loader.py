@@ -348,19 +348,6 @@ _SPECS = {
 }
 
 
-def read_trades(
-    path: Path,
-    layout: Layout | None = None,
-    symbol: str | None = None,
-    exchange: str | None = None,
-    company_info: Path | None = None,
-    chunk_rows: int = 100_000,
-    stats: LoadStats | None = None,
-) -> Iterator[pa.Table]:
-    """Stream `path` as Arrow tables of valid trades (see `read_ticks`)."""
-    return read_ticks("trades", path, layout, symbol, exchange, company_info, chunk_rows, stats)
-
-
 def read_ticks(
     dataset: Literal["trades", "quotes"],
     path: Path,
