@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from k2.ingest.avro_codec import encode_batch
 from k2.ingest.kafka import cluster_id, producer_config, topic_for
@@ -90,6 +90,13 @@ class TickProducer:
                     break
                 except BufferError:
                     poll(0.05)  # queue full: serve delivery reports until there is room
+                except KafkaException as exc:  # fatal, e.g. the idempotent producer after a broker restart
+                    raise DeliveryError(
+                        f"the producer stopped after queueing {self._report.queued + i:,} records "
+                        f"({exc.args[0].str()}); "
+                        "records from there on were not delivered — the broker may have restarted. Re-run the load: "
+                        "re-loading is idempotent"
+                    ) from None
             if i % _POLL_EVERY == 0:
                 poll(0)
         self._report.queued += len(encoded)
@@ -119,7 +126,16 @@ class TickProducer:
 
     def flush(self, timeout: float = 60.0) -> DeliveryReport:
         """Wait for every queued record; records still unacknowledged at the timeout count as failed."""
-        remaining = self._producer.flush(timeout)
+        try:
+            remaining = self._producer.flush(timeout)
+        except (SystemError, KafkaException) as exc:
+            # seen after a broker restart: the idempotent producer's fatal state makes flush() fail in C
+            self._report.errors.append(f"the producer failed while flushing: {exc}")
+            try:
+                remaining = len(self._producer)
+            except Exception:
+                remaining = self._report.queued - self._report.failed
+            remaining = max(remaining, 1)
         if remaining:
             self._report.failed += remaining
             self._report.errors.append(f"{remaining} records still unacknowledged after {timeout:.0f}s")
