@@ -41,28 +41,30 @@ def days(total: int) -> Iterator[pa.Table]:
         yield generate_trades(start + dt.timedelta(days=index), SYMBOLS, min(DAY_ROWS, total - offset), seed=index)
 
 
+def source(total: int) -> list[pa.Table]:
+    """The trades in memory before any clock starts: the benchmark times K2, not the synthetic data generator."""
+    return list(days(total))
+
+
 def fresh_settings(root: Path, bootstrap: str) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(home=root / tag, kafka_bootstrap=bootstrap, topic_trades=f"bench-{tag}", topic_dlq=f"dlq-{tag}",
                     consumer_group=f"bench-{tag}", ingest_idle_seconds=2.0)
 
 
-def produce(settings: Settings, total: int) -> float:
-    """Seconds to encode, produce and get every record acknowledged (generation excluded)."""
+def produce(settings: Settings, trades: list[pa.Table]) -> float:
+    """Seconds to encode, produce and get every record acknowledged."""
     from k2.ingest.kafka import ensure_topics
 
     ensure_topics(settings, settings.kafka_bootstrap or "")
     producer = TickProducer(settings, settings.kafka_bootstrap or "", pipeline.registry_for(settings))
-    spent = 0.0
-    for day in days(total):
-        started = time.perf_counter()
+    started = time.perf_counter()
+    for day in trades:
         for offset in range(0, day.num_rows, 100_000):
             producer.send(Dataset.TRADES, day.slice(offset, 100_000))
-        spent += time.perf_counter() - started
-    started = time.perf_counter()
     report = producer.close()
-    assert report.failed == 0 and report.queued == total, report
-    return spent + time.perf_counter() - started
+    assert report.failed == 0 and report.queued == sum(day.num_rows for day in trades), report
+    return time.perf_counter() - started
 
 
 def consume(settings: Settings, total: int) -> float:
@@ -73,7 +75,7 @@ def consume(settings: Settings, total: int) -> float:
     return report.last_commit_at - report.first_message_at
 
 
-def end_to_end(settings: Settings, total: int) -> float:
+def end_to_end(settings: Settings, trades: list[pa.Table]) -> float:
     """Seconds from the first record produced to the last Iceberg commit, with the consumer in its own process
     (`k2 ingest`, as deployed; in one process the two would share the GIL), group join done beforehand."""
     from k2.ingest.kafka import ensure_topics
@@ -86,8 +88,9 @@ def end_to_end(settings: Settings, total: int) -> float:
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(settings.session_timeout_ms / 1000 + 2)  # let the group join finish: measure the pipeline, not it
     started = time.time()
-    produce(settings, total)
+    produce(settings, trades)
     out, _ = consumer.communicate(timeout=3600)
+    total = sum(day.num_rows for day in trades)
     assert consumer.returncode == 0 and f"landed {total:,} rows" in out, out
     table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
     snapshot = table.current_snapshot()
@@ -95,18 +98,16 @@ def end_to_end(settings: Settings, total: int) -> float:
     return snapshot.timestamp_ms / 1000 - started
 
 
-def ceiling(root: Path, total: int, batch: int) -> float:
+def ceiling(root: Path, trades: list[pa.Table], batch: int) -> float:
     """Seconds to append the same rows straight to Iceberg in consumer-sized commits."""
     settings = Settings(home=root / f"ceiling-{uuid.uuid4().hex[:8]}")
     table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
-    spent = 0.0
-    for day in days(total):
-        day = with_ingest_ts(day)
-        started = time.perf_counter()
+    stamped = [with_ingest_ts(day) for day in trades]
+    started = time.perf_counter()
+    for day in stamped:
         for offset in range(0, day.num_rows, batch):
             writer.append(table, day.slice(offset, batch))
-        spent += time.perf_counter() - started
-    return spent
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -120,13 +121,15 @@ def main() -> None:
     header = f"{'trades':>12}{'produce/s':>12}{'consume→ice/s':>15}{'e2e/s':>10}{'ceiling/s':>11}{'e2e/ceiling':>13}"
     print(header)
     for total in args.sizes:
+        trades = source(total)
         with ManagedBroker(args.broker, root / f"broker-{total}") as broker:
             staged = fresh_settings(root, broker.bootstrap)
-            produce_s = produce(staged, total)
+            produce_s = produce(staged, trades)
             consume_s = consume(staged, total)
         with ManagedBroker(args.broker, root / f"broker-e2e-{total}") as broker:
-            e2e_s = end_to_end(fresh_settings(root, broker.bootstrap), total)
-        ceiling_s = ceiling(root, total, batch)
+            e2e_s = end_to_end(fresh_settings(root, broker.bootstrap), trades)
+        ceiling_s = ceiling(root, trades, batch)
+        del trades
         rates = [total / s for s in (produce_s, consume_s, e2e_s, ceiling_s)]
         print(f"{total:>12,}{rates[0]:>12,.0f}{rates[1]:>15,.0f}{rates[2]:>10,.0f}{rates[3]:>11,.0f}"
               f"{rates[2] / rates[3]:>13.2f}", flush=True)

@@ -75,9 +75,9 @@ def test_trades_round_trip_through_native_block_decode() -> None:
     })
     schema = avro_schema(Dataset.TRADES)
     values = encode_batch(table, schema, 1).values()
-    framed = split_headers(values)
-    assert not framed.bad_header.any() and (framed.schema_ids == 1).all()
-    decoded = decode_bodies(schema, framed.bodies.tobytes(), n)
+    records = split_headers(values)
+    assert not records.bad_header.any() and (records.schema_ids == 1).all()
+    decoded = decode_bodies(schema, records.bodies(np.arange(n)), n)
     assert decoded["side"].cast(str).to_list() == table["side"].to_pylist()
     expected = table.drop_columns(["side"]).to_pylist()
     for row in expected:
@@ -88,16 +88,16 @@ def test_trades_round_trip_through_native_block_decode() -> None:
 
 def test_split_headers_flags_records_without_wire_format() -> None:
     good = encode_batch(quotes_table().slice(0, 2), avro_schema(Dataset.QUOTES), 3).values()
-    framed = split_headers([good[0], b"\x01junk", b"ab", good[1]])
-    assert framed.bad_header.tolist() == [False, True, True, False]
-    assert framed.schema_ids.tolist() == [3, -1, -1, 3]
-    decoded = decode_bodies(avro_schema(Dataset.QUOTES), framed.bodies.tobytes(), 2)
+    records = split_headers([good[0], b"\x01junk", b"ab", good[1]])
+    assert records.bad_header.tolist() == [False, True, True, False]
+    assert records.schema_ids.tolist() == [3, -1, -1, 3]
+    decoded = decode_bodies(avro_schema(Dataset.QUOTES), records.bodies(np.array([0, 3])), 2)
     assert decoded["symbol"].to_list() == ["DVN", ""]
 
 
 def test_wrong_record_count_is_an_error_not_silent_truncation() -> None:
     values = encode_batch(quotes_table().slice(0, 3), avro_schema(Dataset.QUOTES), 3).values()
-    bodies = split_headers(values).bodies.tobytes()
+    bodies = split_headers(values).bodies(np.arange(3))
     with pytest.raises(DecodeError):
         decode_bodies(avro_schema(Dataset.QUOTES), bodies, 4)
 

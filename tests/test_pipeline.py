@@ -151,6 +151,20 @@ def test_query_parameters_are_validated(settings: Settings) -> None:
     assert engine.trades(["AAA"]).num_rows == 0  # empty lake: empty result, not an error
 
 
+def test_a_full_producer_queue_applies_back_pressure_without_loss_or_duplicates(kafka_settings: Settings) -> None:
+    # a queue of 1,000 records against chunks of 20,000: send() hits a full queue many times and must retry
+    # exactly the record that did not fit
+    tight = kafka_settings.model_copy(update={"producer_queue_max_messages": 1_000})
+    trades = generate_trades(DAY, ["AAA", "BBB", "CCC", "DDD"], 60_000, seed=11)
+    report = pipeline.produce_table(tight, tight.kafka_bootstrap or "", trades, chunk_rows=20_000)
+    assert (report.queued, report.failed) == (60_000, 0)
+    landed = pipeline.ingest(tight, tight.kafka_bootstrap or "")
+    assert (landed.rows_landed, landed.duplicates, landed.dead_lettered) == (60_000, 0, 0)
+    back = QueryEngine(tight).trades(["AAA", "BBB", "CCC", "DDD"], DAY_SPAN, limit=None)
+    assert sorted(zip(back["symbol"].to_pylist(), back["sequence"].to_pylist(), strict=True)) == sorted(
+        zip(trades["symbol"].to_pylist(), trades["sequence"].to_pylist(), strict=True))
+
+
 def test_loading_the_same_file_twice_lands_each_trade_once(kafka_settings: Settings) -> None:
     bootstrap = kafka_settings.kafka_bootstrap or ""
     dvn = asx_sample_dir() / "trades" / "7181.csv"

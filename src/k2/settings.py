@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     consume_batch: int = Field(10_000, ge=1, description="Records fetched per consume() call.")
     ingest_commit_rows: int = Field(250_000, ge=1, description="Rows buffered before one Iceberg commit.")
     ingest_commit_seconds: float = Field(5.0, gt=0, description="Max seconds rows wait before a commit.")
+    ingest_commit_min_seconds: float = Field(
+        1.0, ge=0,
+        description="A caught-up consumer lands what it holds once the oldest row has waited this long: a slow "
+        "stream commits at most about once per this interval instead of on every pause (snapshot count).",
+    )
     ingest_idle_seconds: float = Field(3.0, gt=0, description="`k2 ingest` stops after this long with no data.")
     max_future_skew_seconds: float = Field(
         300.0, ge=0, description="Ticks stamped further than this in the future go to the dead-letter topic."

@@ -11,6 +11,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -33,15 +34,23 @@ class EncodeError(ValueError):
     """A column cannot be encoded with the writer schema (names the field and the first bad row)."""
 
 
-@dataclass
-class _Piece:
-    """Per-row byte strings laid out as one flat buffer plus row offsets (like an Arrow binary array)."""
+Piece: TypeAlias = pa.Array  # large_binary: one byte string per row, the encoding of one part of each record
 
-    data: U8
-    lengths: I64
+_CONTINUATION = np.uint64(0x8080808080808080)
+# one 56-bit number → 8 bytes of 7 bits (little-endian): split 32-bit lanes, then 16-bit lanes, then bytes
+_SPREAD_STEPS = [
+    (np.uint64(0x000000000FFFFFFF), np.uint64(4)),
+    (np.uint64(0x00003FFF00003FFF), np.uint64(2)),
+    (np.uint64(0x007F007F007F007F), np.uint64(1)),
+]
 
 
-def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> _Piece:
+def _piece(data: U8, lengths: I64) -> Piece:
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    return pa.Array.from_buffers(pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> Piece:
     """Avro zigzag varints of int64 values; rows where `present` is False get zero bytes."""
     zigzag = ((values << 1) ^ (values >> 63)).astype(np.uint64)
     nbytes = np.ones(len(values), dtype=np.int64)
@@ -50,25 +59,27 @@ def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> _Piec
     if present is not None:
         nbytes = np.where(present, nbytes, 0)
     width = int(nbytes.max()) if len(nbytes) else 0
-    shifts = (np.arange(width, dtype=np.uint64) * np.uint64(7))[None, :]
-    groups = ((zigzag[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
-    position = np.arange(width)[None, :]
-    groups[position < (nbytes[:, None] - 1)] |= 0x80
-    return _Piece(groups[position < nbytes[:, None]], nbytes)
+    if width > 8:  # rare (|value| ≥ 2^55): byte by byte
+        shifts = (np.arange(width, dtype=np.uint64) * np.uint64(7))[None, :]
+        groups = ((zigzag[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
+        position = np.arange(width)[None, :]
+        groups[position < (nbytes[:, None] - 1)] |= 0x80
+        return _piece(groups[position < nbytes[:, None]], nbytes)
+    # every varint fits one 8-byte word: spread its 7-bit groups over the bytes, set the continuation bits
+    word = zigzag
+    for mask, shift in _SPREAD_STEPS:
+        word = (word & mask) | ((word & ~mask) << shift)
+    continued = np.maximum(nbytes - 1, 0).astype(np.uint64) * np.uint64(8)
+    word |= ((np.uint64(1) << continued) - np.uint64(1)) & _CONTINUATION
+    matrix = word.astype("<u8").view(np.uint8).reshape(-1, 8)
+    return _piece(matrix[np.arange(8)[None, :] < nbytes[:, None]], nbytes)
 
 
-def _constant(value: bytes, rows: int) -> _Piece:
-    pattern = np.frombuffer(value, dtype=np.uint8)
-    return _Piece(np.tile(pattern, rows), np.full(rows, len(value), dtype=np.int64))
-
-
-def _string_pieces(column: pa.Array, nullable: bool) -> list[_Piece]:
+def _string_pieces(column: pa.Array, nullable: bool) -> list[Piece]:
     column = pc.fill_null(column, "") if nullable else column
     column = column.cast(pa.large_binary())
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset : column.offset + len(column) + 1]
-    raw = np.frombuffer(column.buffers()[2], dtype=np.uint8) if column.buffers()[2] else np.empty(0, np.uint8)
-    lengths = np.diff(offsets)
-    return [_varints(lengths), _Piece(raw[offsets[0] : offsets[-1]], lengths)]
+    return [_varints(np.diff(offsets)), column]
 
 
 def _int64_values(column: pa.Array, info: FieldInfo) -> I64:
@@ -96,9 +107,9 @@ def _enum_indices(column: pa.Array, info: FieldInfo) -> I64:
     return indices_np
 
 
-def _field_pieces(column: pa.Array, info: FieldInfo) -> list[_Piece]:
+def _field_pieces(column: pa.Array, info: FieldInfo) -> list[Piece]:
     rows = len(column)
-    pieces: list[_Piece] = []
+    pieces: list[Piece] = []
     present = None
     if info.nullable:
         present = column.is_valid().to_numpy(zero_copy_only=False)
@@ -109,7 +120,8 @@ def _field_pieces(column: pa.Array, info: FieldInfo) -> list[_Piece]:
     if info.kind == "string":
         length_piece, bytes_piece = _string_pieces(column, info.nullable)
         if present is not None:
-            length_piece = _varints(bytes_piece.lengths, present)
+            lengths = np.diff(np.frombuffer(bytes_piece.buffers()[1], dtype=np.int64)[: rows + 1])
+            length_piece = _varints(lengths, present)
         return [*pieces, length_piece, bytes_piece]
     if info.kind == "enum":
         return [*pieces, _varints(_enum_indices(column, info), present)]
@@ -122,48 +134,29 @@ def _field_pieces(column: pa.Array, info: FieldInfo) -> list[_Piece]:
         if present is not None:
             data = data[present]
             lengths = np.where(present, lengths, 0)
-        return [*pieces, _Piece(data.reshape(-1), lengths)]
+        return [*pieces, _piece(data.reshape(-1), lengths)]
     return [*pieces, _varints(values, present)]
-
-
-def _interleave(pieces: list[_Piece], rows: int) -> tuple[U8, I64]:
-    """Concatenate piece i of every row, row by row: returns the buffer and each row's end offset."""
-    lengths = np.stack([piece.lengths for piece in pieces]) if pieces else np.zeros((0, rows), np.int64)
-    row_lengths = lengths.sum(axis=0)
-    row_ends = np.cumsum(row_lengths)
-    row_starts = row_ends - row_lengths
-    out = np.empty(int(row_ends[-1]) if rows else 0, dtype=np.uint8)
-    field_starts = row_starts + np.cumsum(lengths, axis=0) - lengths
-    for piece, starts in zip(pieces, field_starts, strict=True):
-        if not len(piece.data):
-            continue
-        piece_offsets = np.cumsum(piece.lengths) - piece.lengths
-        positions = np.repeat(starts - piece_offsets, piece.lengths) + np.arange(len(piece.data))
-        out[positions] = piece.data
-    return out, row_ends
 
 
 @dataclass
 class EncodedBatch:
-    """Confluent-framed Avro records: one flat buffer and each record's end offset."""
+    """Confluent-framed Avro records, one per row (a large_binary array)."""
 
-    buffer: bytes
-    ends: I64
+    records: pa.Array
 
     def __len__(self) -> int:
-        return len(self.ends)
+        return len(self.records)
 
     def values(self) -> list[bytes]:
-        buffer = self.buffer
-        starts = np.concatenate(([0], self.ends[:-1])).tolist()
-        return [buffer[s:e] for s, e in zip(starts, self.ends.tolist(), strict=True)]
+        values: list[bytes] = self.records.to_numpy(zero_copy_only=False).tolist()
+        return values
 
 
 def encode_batch(table: pa.Table, schema: AvroSchema, schema_id: int) -> EncodedBatch:
     """Encode every row of `table` as a Confluent wire-format Avro record of `schema`."""
     rows = table.num_rows
-    header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
-    pieces = [_constant(header, rows)]
+    header = pa.scalar(bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big"), pa.large_binary())
+    pieces: list[Piece | pa.Scalar] = [header]
     for info in field_infos(schema):
         if info.name in table.column_names:
             column = table.column(info.name).combine_chunks()
@@ -172,8 +165,11 @@ def encode_batch(table: pa.Table, schema: AvroSchema, schema_id: int) -> Encoded
         else:
             raise EncodeError(f"field {info.name!r} is missing from the batch")
         pieces.extend(_field_pieces(column, info))
-    buffer, ends = _interleave(pieces, rows)
-    return EncodedBatch(buffer.tobytes(), ends)
+    if not rows:
+        return EncodedBatch(pa.array([], pa.large_binary()))
+    # each row's pieces concatenated, in C++ (the separator is the last argument)
+    records = pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.large_binary()))
+    return EncodedBatch(records)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -184,34 +180,37 @@ class DecodeError(ValueError):
 
 
 @dataclass
-class Framed:
-    """Records split by their wire-format header: schema id per record plus the joined Avro bodies."""
+class WireRecords:
+    """Kafka record values in one buffer, with each record's Avro body bounds and Confluent header fields."""
 
-    schema_ids: I64
-    bodies: U8
+    data: U8  # every value, back to back
+    body_starts: I64  # just after the 5-byte header
     body_ends: I64
+    schema_ids: I64  # -1 where the header is bad
     bad_header: npt.NDArray[np.bool_]
 
+    def bodies(self, indices: I64) -> bytes:
+        """The Avro bodies of records `indices`, concatenated (one ragged gather, no per-record slicing)."""
+        lengths = self.body_ends[indices] - self.body_starts[indices]
+        positions = np.repeat(self.body_starts[indices], lengths) + _ragged_arange(lengths)
+        return bytes(self.data[positions].tobytes())
 
-def split_headers(values: list[bytes]) -> Framed:
-    """Vectorised check and removal of the 5-byte Confluent header of every record."""
-    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+
+def split_headers(values: list[bytes]) -> WireRecords:
+    """Vectorised check of the 5-byte Confluent header (magic byte 0 + big-endian schema id) of every record."""
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    data = np.frombuffer(b"".join(values), dtype=np.uint8)
     ends = np.cumsum(lengths)
     starts = ends - lengths
     bad = lengths < HEADER_SIZE
     safe_starts = np.where(bad, 0, starts)
-    header = joined[safe_starts[:, None] + np.arange(HEADER_SIZE)[None, :]] if len(joined) else np.zeros(
+    header = data[safe_starts[:, None] + np.arange(HEADER_SIZE)[None, :]] if len(data) else np.zeros(
         (len(values), HEADER_SIZE), np.uint8
     )
     bad |= header[:, 0] != MAGIC_BYTE
     schema_ids = (header[:, 1:].astype(np.int64) << np.array([24, 16, 8, 0])).sum(axis=1)
-    keep = np.ones(len(joined), dtype=bool)
-    header_positions = (safe_starts[~bad, None] + np.arange(HEADER_SIZE)[None, :]).reshape(-1)
-    keep[header_positions] = False
-    body_lengths = np.where(bad, 0, lengths - HEADER_SIZE)
-    keep[np.repeat(starts[bad], lengths[bad]) + _ragged_arange(lengths[bad])] = False
-    return Framed(np.where(bad, -1, schema_ids), joined[keep], np.cumsum(body_lengths), bad)
+    body_starts = np.where(bad, ends, starts + HEADER_SIZE)
+    return WireRecords(data, body_starts, ends, np.where(bad, -1, schema_ids), bad)
 
 
 def _ragged_arange(lengths: I64) -> I64:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.table import Table
@@ -20,6 +22,7 @@ from pyiceberg.table import Table
 from k2.ingest.decoding import decode_records
 from k2.ingest.dlq import DeadLetter, DeadLetterWriter, now_iso
 from k2.ingest.kafka import cluster_id, consumer_config, ingest_group, topic_for
+from k2.ingest.lander import Lander
 from k2.ingest.registry import SchemaRegistry
 from k2.ingest.sequencing import Checked, NaturalKeyDeduper, SequenceTracker
 from k2.ingest.validation import validate
@@ -59,15 +62,35 @@ class IngestReport:
 class _Pending:
     messages: list[Message] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.monotonic)  # when the first of these messages arrived
 
-    def add(self, message: Message) -> None:
-        self.messages.append(message)
-        self.next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
+    def add(self, messages: list[Message]) -> None:
+        """Take the records of one `consume()` call (no error events among them)."""
+        if not self.messages:
+            self.since = time.monotonic()  # the oldest row's wait starts now
+        self.messages.extend(messages)
+        # map() over the C accessors: no Python bytecode per record on the hot path; the last offset per partition wins
+        last = dict(zip(map(Message.partition, messages), map(Message.offset, messages), strict=True))
+        for partition, offset in last.items():
+            self.next_offsets[partition or 0] = (offset or 0) + 1
+
+
+@dataclass
+class _Prepared:
+    """A batch decoded, validated and sequence-checked, ready to be appended with the offsets it came from."""
+
+    checked: Checked | None
+    received: int  # decoded rows, before dropping duplicates
+    next_offsets: dict[int, int]
+    started: float
 
 
 class LakeIngestor:
-    """Consumes one dataset's topic into its Iceberg table."""
+    """Consumes one dataset's topic into its Iceberg table.
+
+    Two stages overlap: this thread consumes and prepares batch N+1 while a lander thread appends batch N to
+    Iceberg (k2.ingest.lander). Commits stay in order; a rebalance or the end of the run waits for the lander.
+    """
 
     def __init__(
         self, settings: Settings, bootstrap: str, dataset: Dataset, table: Table, registry: SchemaRegistry,
@@ -83,7 +106,13 @@ class LakeIngestor:
         self._consumer = Consumer(consumer_config(settings, bootstrap, self._group, f".{dataset.value}"))
         self._dlq = DeadLetterWriter(settings, bootstrap)
         self.report = IngestReport()
+        # the sequence tracker reads the lake from this thread while the lander commits through `table`
+        self._reader = table.catalog.load_table(table.name())
         self._tracker = self._make_tracker()
+        self._lander: Lander[_Prepared] | None = None
+        self._failed = False
+        self._to_mirror: dict[int, int] = {}  # landed offsets not yet committed to the Kafka group
+        self._mirror_lock = threading.Lock()
         self._quality_table = quality_table
         self._assigned_at: float | None = None
         self._unassigned_since = time.monotonic()
@@ -91,11 +120,12 @@ class LakeIngestor:
 
     def _make_tracker(self) -> SequenceTracker | NaturalKeyDeduper:
         if "sequence" in self._table.schema().column_names:
-            return SequenceTracker(lambda keys: landed_ranges(self._table, keys))
+            return SequenceTracker(lambda keys: landed_ranges(self._reader, keys))
         columns = NATURAL_KEYS[self._dataset]
-        return NaturalKeyDeduper(columns, lambda cols: landed_keys(self._table, cols))
+        return NaturalKeyDeduper(columns, lambda cols: landed_keys(self._reader, cols))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()  # the lake must hold everything landed so far before offsets and state are read from it
         self._table.refresh()
         self._tracker.reset()  # symbols may have moved between consumers: re-derive their state from the lake
         landed = writer.landed_offsets(self._table, self._topic)
@@ -119,8 +149,21 @@ class LakeIngestor:
         log.info("%s: assigned %s", self._topic, {tp.partition: tp.offset for tp in partitions})
 
     def _land_pending(self) -> None:
+        if self._failed:
+            return
         pending, self._pending = self._pending, _Pending()
-        self._land(pending)
+        prepared = self._prepare(pending)
+        if prepared is None:
+            return
+        if self._lander is None:
+            self._commit(prepared)
+        else:
+            self._lander.submit(prepared)
+
+    def _drain(self) -> None:
+        if self._lander is not None:
+            self._lander.drain()
+        self._mirror_group_offsets()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # land what was read from these partitions before another consumer takes them over: otherwise both
@@ -128,16 +171,21 @@ class LakeIngestor:
         log.info("%s: revoking %s; landing %d pending records first", self._topic,
                  [tp.partition for tp in partitions], len(self._pending.messages))
         self._land_pending()
+        self._drain()
         # until the next assignment this consumer owns nothing: that wait (a rebalance, ~session timeout with
         # static members on some brokers) must not count as "idle", or it could exit with partitions unread
         self._assigned_at = None
         self._unassigned_since = time.monotonic()
 
-    def _land(self, pending: _Pending) -> None:
+    def _prepare(self, pending: _Pending) -> _Prepared | None:
+        """Decode, validate (invalid records → dead letters, acknowledged first) and sequence-check a batch."""
         if not pending.messages:
-            return
+            return None
         started = time.perf_counter()
-        decoded = decode_records([m.value() or b"" for m in pending.messages], self._registry, self._dataset)
+        raw = list(map(Message.value, pending.messages))
+        # a tombstone (no value) is not a tick: as b"" it fails decoding and goes to the dead-letter topic
+        values = [v or b"" for v in raw] if None in raw else cast(list[bytes], raw)
+        decoded = decode_records(values, self._registry, self._dataset)
         failures = decoded.failures
         batch = decoded.table
         if batch is not None:
@@ -145,30 +193,45 @@ class LakeIngestor:
             batch, invalid = validate(self._dataset, batch, skew)
             failures = failures + invalid
         self._dead_letters(pending.messages, failures)  # acknowledged before anything is committed
+        checked = None
         if batch is not None and batch.num_rows:
             checked = self._tracker.check(batch)
-            snapshot_id = None
-            if checked.keep.num_rows:
-                offsets = writer.LandedOffsets(self._cluster, self._topic, dict(pending.next_offsets))
-                snapshot_id = self.report.snapshot_id = writer.append(self._table, checked.keep, offsets)
-                log.debug("%s: landed %d rows, offsets %s", self._topic, checked.keep.num_rows, pending.next_offsets)
+            # adopted now, not after the Iceberg commit: the next batch is checked while this one lands. If the
+            # commit fails the ingestor stops, and a restart derives the state from the lake again
             self._tracker.commit(checked)
-            self.report.rows_landed += checked.keep.num_rows
             self.report.duplicates += batch.num_rows - checked.keep.num_rows
             self.report.late += sum(q.late for q in checked.quality.values())
+        return _Prepared(checked, 0 if batch is None else batch.num_rows, dict(pending.next_offsets), started)
+
+    def _commit(self, prepared: _Prepared) -> None:
+        """Append a prepared batch with its offsets in one Iceberg commit (on the lander thread)."""
+        checked = prepared.checked
+        if checked is not None:
+            snapshot_id = None
+            if checked.keep.num_rows:
+                offsets = writer.LandedOffsets(self._cluster, self._topic, prepared.next_offsets)
+                snapshot_id = self.report.snapshot_id = writer.append(self._table, checked.keep, offsets)
+                log.debug("%s: landed %d rows, offsets %s", self._topic, checked.keep.num_rows, offsets.next_offsets)
+            self.report.rows_landed += checked.keep.num_rows
             self._record_quality(snapshot_id, checked)
-            self._export(checked, batch.num_rows - checked.keep.num_rows)
+            self._export(checked, prepared.received - checked.keep.num_rows)
         # with no new rows there is nothing to land: re-reading these records after a crash is harmless
-        self._commit_group_offsets(pending.next_offsets)
+        with self._mirror_lock:  # the consumer thread mirrors them to the group
+            self._to_mirror.update(prepared.next_offsets)
         self.report.commits += 1
         self.report.last_commit_at = time.monotonic()
         dataset = self._dataset.value
         INGEST_COMMITS.labels(dataset).inc()
-        INGEST_COMMIT_SECONDS.labels(dataset).observe(time.perf_counter() - started)
+        INGEST_COMMIT_SECONDS.labels(dataset).observe(time.perf_counter() - prepared.started)
 
-    def _commit_group_offsets(self, next_offsets: dict[int, int]) -> None:
-        """Mirror the landed offsets to the Kafka group for lag tooling. The lake is the record: a failure here
-        (a rebalance bumped the generation) loses nothing, the next owner resumes from the lake."""
+    def _mirror_group_offsets(self) -> None:
+        """Mirror the landed offsets to the Kafka group for lag tooling, from the consumer's own thread (a
+        synchronous commit from the lander would wait on this thread's consume()). The lake is the record: a
+        failure here (a rebalance bumped the generation) loses nothing, the next owner resumes from the lake."""
+        with self._mirror_lock:
+            next_offsets, self._to_mirror = self._to_mirror, {}
+        if not next_offsets:
+            return
         try:
             self._consumer.commit(
                 offsets=[TopicPartition(self._topic, p, o) for p, o in next_offsets.items()], asynchronous=False
@@ -212,6 +275,25 @@ class LakeIngestor:
         except Exception:  # counters are best effort; the data commit already succeeded
             log.exception("could not record data quality for snapshot %s", snapshot_id)
 
+    def _should_land(self, caught_up: bool, now: float) -> bool:
+        """Land on size, on age, or once caught up (an empty poll) with rows that have waited a moment."""
+        pending, settings = self._pending, self._settings
+        if not pending.messages:
+            return False
+        waited = now - pending.since
+        return (
+            len(pending.messages) >= settings.ingest_commit_rows
+            or waited >= settings.ingest_commit_seconds
+            or (caught_up and waited >= settings.ingest_commit_min_seconds)
+        )
+
+    def _records_only(self, messages: list[Message]) -> list[Message]:
+        for message in messages:
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"Kafka error on {self._topic}: {error.str()}")
+        return [m for m in messages if m.error() is None]
+
     def run(
         self,
         max_messages: int | None = None,
@@ -226,19 +308,18 @@ class LakeIngestor:
         assignment_limit = 10.0 + 2 * self._settings.session_timeout_ms / 1000
         gc.freeze()
         gc.disable()  # the consume loop allocates millions of small objects that are never cyclic
+        self._lander = Lander(self._commit, name=f"k2-lander-{self._dataset.value}")
         try:
             while max_messages is None or self.report.messages < max_messages:
+                self._lander.raise_if_failed()
+                self._mirror_group_offsets()
                 batch = self._settings.consume_batch
                 want = batch if max_messages is None else min(batch, max_messages - self.report.messages)
                 messages = self._consumer.consume(want, timeout=0.2)
-                got = 0
-                for message in messages:
-                    error = message.error()
-                    if error is None:
-                        self._pending.add(message)
-                        got += 1
-                    elif error.code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(f"Kafka error on {self._topic}: {error.str()}")
+                if any(map(Message.error, messages)):  # rare: events and errors among the records
+                    messages = self._records_only(messages)
+                self._pending.add(messages)
+                got = len(messages)
                 self.report.messages += got
                 INGEST_MESSAGES.labels(self._topic).inc(got)
                 now = time.monotonic()
@@ -246,11 +327,7 @@ class LakeIngestor:
                     last_data = now
                     if self.report.first_message_at is None:
                         self.report.first_message_at = now
-                caught_up = not got  # an empty poll: land what we have rather than let it wait
-                pending = self._pending
-                if len(pending.messages) >= self._settings.ingest_commit_rows or (
-                    pending.messages and (caught_up or now - pending.since >= self._settings.ingest_commit_seconds)
-                ):
+                if self._should_land(caught_up=not got, now=now):
                     self._land_pending()
                     if on_progress:
                         on_progress(self.report)
@@ -265,9 +342,17 @@ class LakeIngestor:
                 if not got and now - last_data >= idle_limit:
                     break
             self._land_pending()
+            self._drain()
             if on_progress:
                 on_progress(self.report)
+        except BaseException:
+            # nothing more may land (not even from the revoke that closing triggers): the tracker may have adopted
+            # a batch that never committed. A restart resumes from the offsets and state in the lake
+            self._failed = True
+            raise
         finally:
+            self._lander.close()  # lets a batch already prepared land (it is complete: rows + offsets)
+            self._lander = None
             gc.enable()
             gc.unfreeze()
             self._consumer.close()

@@ -1,7 +1,8 @@
 """Decoding a batch of Kafka records into one Arrow table, isolating every record that cannot be decoded.
 
-Fast path: one native block decode per writer schema id. If a block fails, its records are decoded one by one
-with fastavro so a single bad record costs only itself.
+Fast path: the vectorised decoder (k2.ingest.avro_decode), per writer schema id; it flags each malformed record
+with the reason, so a bad record costs only itself. Schemas with field kinds the fast path does not handle go
+through polars' native block decoder, and record by record with fastavro if that block fails.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
-from k2.ingest.avro_codec import DecodeError, decode_bodies, split_headers
+from k2.ingest.avro_codec import DecodeError, WireRecords, decode_bodies, split_headers
+from k2.ingest.avro_decode import UnsupportedSchemaError, decode_columns
 from k2.ingest.registry import SchemaNotFoundError, SchemaRegistry
-from k2.schemas import AvroSchema, Dataset, arrow_schema
+from k2.schemas import AvroSchema, Dataset, arrow_schema, field_infos
 
 MESSAGE_INDEX = "_msg"  # column carrying each row's index in the consumed batch
 
@@ -32,22 +34,23 @@ def _missing_fields(columns: list[str], dataset: Dataset) -> list[str]:
     return [f.name for f in arrow_schema(dataset) if not f.nullable and f.name not in columns]
 
 
-def _to_arrow(frame: pl.DataFrame, dataset: Dataset) -> pa.Table:
-    frame = frame.with_columns(pl.col(pl.Categorical).cast(pl.String))
+def _from_polars(frame: pl.DataFrame) -> pa.Table:
+    return frame.with_columns(pl.col(pl.Categorical).cast(pl.String)).to_arrow()
+
+
+def _to_dataset(table: pa.Table, dataset: Dataset) -> pa.Table:
+    """Columns in the dataset's Arrow schema (an older writer's missing optional field reads as null)."""
     target = arrow_schema(dataset)
-    table = frame.to_arrow()
-    columns = []
-    for target_field in target:
-        if target_field.name in table.column_names:
-            columns.append(table.column(target_field.name).cast(target_field.type))
-        else:  # an older writer schema without this optional field: it reads as null
-            columns.append(pa.nulls(table.num_rows, target_field.type))
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in target
+    ]
     return pa.Table.from_arrays([*columns, table.column(MESSAGE_INDEX)], names=[*target.names, MESSAGE_INDEX])
 
 
 def _one_by_one(
     schema: AvroSchema, bodies: list[bytes], indices: npt.NDArray[np.int64]
-) -> tuple[pl.DataFrame | None, list[tuple[int, str]]]:
+) -> tuple[pa.Table | None, list[tuple[int, str]]]:
     parsed = fastavro.parse_schema(schema)
     rows, kept, failures = [], [], []
     for index, body in zip(indices.tolist(), bodies, strict=True):
@@ -67,40 +70,70 @@ def _one_by_one(
     frame = frame.with_columns(
         pl.col(c).dt.convert_time_zone("UTC") for c, t in frame.schema.items() if isinstance(t, pl.Datetime)
     )
-    return frame, failures
+    return _from_polars(frame), failures
+
+
+def _bodies(records: WireRecords, indices: npt.NDArray[np.int64]) -> list[bytes]:
+    return [records.data[records.body_starts[i] : records.body_ends[i]].tobytes() for i in indices.tolist()]
+
+
+def _decode_vectorised(
+    schema: AvroSchema, records: WireRecords, indices: npt.NDArray[np.int64]
+) -> tuple[list[pa.Table], list[tuple[int, str]]]:
+    """The fast path; raises UnsupportedSchemaError when the general decoder must take the batch."""
+    starts, ends = records.body_starts[indices], records.body_ends[indices]
+    try:
+        infos = field_infos(schema)
+    except ValueError as exc:  # e.g. a float field or a wider union, from another writer
+        raise UnsupportedSchemaError(str(exc)) from exc
+    columns = decode_columns(infos, records.data, starts, ends)
+    table = columns.table.append_column(MESSAGE_INDEX, pa.array(indices))
+    if not columns.bad.any():
+        return [table], []
+    failures = [(int(indices[position]), f"Avro body does not decode with schema {schema.get('name')}: {reason}")
+                for position, reason in columns.failures()]
+    return [table.filter(pa.array(~columns.bad))], failures
+
+
+def _decode_general(
+    schema: AvroSchema, records: WireRecords, indices: npt.NDArray[np.int64]
+) -> tuple[list[pa.Table], list[tuple[int, str]]]:
+    """Any schema: one native block decode by polars, or record by record if the block fails."""
+    try:
+        frame = decode_bodies(schema, records.bodies(indices), len(indices))
+        return [_from_polars(frame.with_columns(pl.Series(MESSAGE_INDEX, indices)))], []
+    except DecodeError:  # rare: isolate the bad records one by one
+        table, failures = _one_by_one(schema, _bodies(records, indices), indices)
+        return ([table] if table is not None else []), failures
 
 
 def decode_records(values: list[bytes], registry: SchemaRegistry, dataset: Dataset) -> Decoded:
-    framed = split_headers(values)
+    records = split_headers(values)
     failures = [(int(i), "no Confluent wire-format header (magic byte 0 + schema id)")
-                for i in np.flatnonzero(framed.bad_header)]
-    starts = np.concatenate(([0], framed.body_ends[:-1])) if len(values) else np.empty(0, np.int64)
-    body_lengths = framed.body_ends - starts
+                for i in np.flatnonzero(records.bad_header)]
     tables: list[pa.Table] = []
-    for schema_id in np.unique(framed.schema_ids[~framed.bad_header]):
-        indices = np.flatnonzero(framed.schema_ids == schema_id)
+    for schema_id in np.unique(records.schema_ids[~records.bad_header]):
+        indices = np.flatnonzero(records.schema_ids == schema_id)
         try:
             schema = registry.schema(int(schema_id))
         except SchemaNotFoundError as exc:
             failures.extend((int(i), str(exc)) for i in indices)
             continue
-        # the bodies of this schema id, selected with one vectorised mask (no per-record slicing on the hot path)
-        in_group = np.repeat(framed.schema_ids == schema_id, body_lengths)
         try:
-            frame: pl.DataFrame | None = decode_bodies(schema, framed.bodies[in_group].tobytes(), len(indices))
-            assert frame is not None
-            frame = frame.with_columns(pl.Series(MESSAGE_INDEX, indices))
-        except DecodeError:  # rare: isolate the bad records one by one
-            bodies = [framed.bodies[starts[i] : framed.body_ends[i]].tobytes() for i in indices]
-            frame, bad = _one_by_one(schema, bodies, indices)
-            failures.extend(bad)
-        if frame is None:
-            continue
-        missing = _missing_fields(frame.columns, dataset)
-        if missing:
-            reason = f"schema id {schema_id} lacks required {dataset} field(s) {missing}: wrong topic or schema?"
-            failures.extend((int(i), reason) for i in frame[MESSAGE_INDEX].to_list())
-            continue
-        tables.append(_to_arrow(frame, dataset))
-    table = pa.concat_tables(tables) if tables else None
+            decoded, bad = _decode_vectorised(schema, records, indices)
+        except UnsupportedSchemaError:
+            decoded, bad = _decode_general(schema, records, indices)
+        failures.extend(bad)
+        for table in decoded:
+            missing = _missing_fields(table.column_names, dataset)
+            if missing:
+                reason = f"schema id {schema_id} lacks required {dataset} field(s) {missing}: wrong topic or schema?"
+                failures.extend((int(i), reason) for i in table.column(MESSAGE_INDEX).to_pylist())
+                continue
+            tables.append(_to_dataset(table, dataset))
+    if not tables:
+        return Decoded(None, sorted(failures))
+    table = pa.concat_tables(tables)
+    if len(tables) > 1:  # keep arrival order: late-tick detection depends on it
+        table = table.sort_by(MESSAGE_INDEX)
     return Decoded(table, sorted(failures))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import length_hint
 
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -14,8 +17,6 @@ from k2.ingest.registry import SchemaRegistry
 from k2.obs.metrics import PRODUCE_FAILURES, PRODUCED
 from k2.schemas import Dataset, avro_schema
 from k2.settings import Settings
-
-_POLL_EVERY = 20_000
 
 
 class DeliveryError(RuntimeError):
@@ -82,26 +83,31 @@ class TickProducer:
         encoded = encode_batch(table, avro_schema(dataset), self.schema_id(dataset))
         keys = table.column("symbol").cast(pa.binary()).to_pylist()
         topic = self._topic = topic_for(self._settings, dataset)
-        produce, poll = self._producer.produce, self._producer.poll
-        for i, (value, key) in enumerate(zip(encoded.values(), keys, strict=True)):
-            while True:
-                try:
-                    produce(topic, value, key)
-                    break
-                except BufferError:
-                    poll(0.05)  # queue full: serve delivery reports until there is room
-                except KafkaException as exc:  # fatal, e.g. the idempotent producer after a broker restart
-                    raise DeliveryError(
-                        f"the producer stopped after queueing {self._report.queued + i:,} records "
-                        f"({exc.args[0].str()}); "
-                        "records from there on were not delivered — the broker may have restarted. Re-run the load: "
-                        "re-loading is idempotent"
-                    ) from None
-            if i % _POLL_EVERY == 0:
-                poll(0)
+        self._queue(topic, encoded.values(), keys)
         self._report.queued += len(encoded)
         PRODUCED.labels(topic).inc(len(encoded))
         return len(encoded)
+
+    def _queue(self, topic: str, values: list[bytes], keys: list[bytes]) -> None:
+        """produce() every record, driven by map() so the per-record loop runs in C, not in Python bytecode."""
+        done = 0
+        while done < len(values):
+            remaining = iter(values[done:] if done else values)
+            try:
+                deque(map(self._producer.produce, repeat(topic), remaining, keys[done:] if done else keys), maxlen=0)
+                done = len(values)
+            except BufferError:  # queue full: map() had taken the record that did not fit; serve reports, retry it
+                done = len(values) - length_hint(remaining) - 1
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # fatal, e.g. the idempotent producer after a broker restart
+                done = len(values) - length_hint(remaining) - 1
+                raise DeliveryError(
+                    f"the producer stopped after queueing {self._report.queued + done:,} records "
+                    f"({exc.args[0].str()}); "
+                    "records from there on were not delivered — the broker may have restarted. Re-run the load: "
+                    "re-loading is idempotent"
+                ) from None
+        self._producer.poll(0)  # serve delivery reports (failures only)
 
     def close(self, timeout: float = 60.0) -> DeliveryReport:
         """Flush, then release the client (its connections close now, not at garbage collection)."""

@@ -71,12 +71,15 @@ class SequenceTracker:
         groups = frame.group_by(["exchange", "symbol", "_day"], maintain_order=True).agg("_row", "sequence")
         keys: list[Key] = [(e, s, d) for e, s, d in groups.select("exchange", "symbol", "_day").iter_rows()]
         self._state(keys)
+        # each group's rows and sequences as slices of two flat arrays (no per-row Python objects)
+        bounds = np.concatenate(([0], np.cumsum(groups["_row"].list.len().to_numpy().astype(np.int64))))
+        all_rows = groups["_row"].explode().to_numpy().astype(np.int64, copy=False)
+        all_sequences = groups["sequence"].explode().to_numpy().astype(np.int64, copy=False)
         keep = np.ones(batch.num_rows, dtype=bool)
         quality: dict[Key, KeyQuality] = {}
         new_ranges: dict[Key, Ranges] = {}
-        for key, rows, sequences in zip(keys, groups["_row"].to_list(), groups["sequence"].to_list(), strict=True):
-            rows_np = np.asarray(rows, dtype=np.int64)
-            seqs = np.asarray(sequences, dtype=np.int64)
+        for key, start, end in zip(keys, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            rows_np, seqs = all_rows[start:end], all_sequences[start:end]
             landed = self._ranges[key]
             # duplicates: already in the lake, or seen earlier in this batch
             order = np.argsort(seqs, kind="stable")
