@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import pyarrow as pa
+import pytest
 from confluent_kafka import Producer
 
 from k2.ingest import pipeline
@@ -29,7 +30,9 @@ def _produce_raw(settings: Settings, values: list[bytes]) -> None:
     assert producer.flush(10) == 0
 
 
-def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings) -> None:
+@pytest.mark.parametrize("consume_batch", [10_000, 3])  # 3: the batch is decoded in chunks of 3 records
+def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings, consume_batch: int) -> None:
+    kafka_settings = kafka_settings.model_copy(update={"consume_batch": consume_batch})
     bootstrap = kafka_settings.kafka_bootstrap or ""
     ensure_topics(kafka_settings, bootstrap)
     registry = pipeline.registry_for(kafka_settings)
