@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -15,8 +17,10 @@ import pytest
 
 from k2.ingest.avro_codec import encode_batch, split_headers
 from k2.ingest.avro_decode import UnsupportedSchemaError, decode_columns
+from k2.ingest.decoding import decode_records
 from k2.ingest.generator import generate_quotes, generate_reference, generate_trades
 from k2.ingest.producer import with_ingest_ts
+from k2.ingest.registry import LocalSchemaRegistry
 from k2.schemas import Dataset, avro_schema, field_infos
 from tests.test_avro_codec import quotes_table
 
@@ -130,3 +134,28 @@ def test_schemas_with_other_field_kinds_are_left_to_the_general_decoder() -> Non
         decode_columns([*field_infos(avro_schema(Dataset.TRADES))[:1],
                         type(field_infos(avro_schema(Dataset.TRADES))[0])("x", "double", False)],
                        np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def test_a_writer_schema_with_other_field_kinds_decodes_through_the_general_path(tmp_path: Path) -> None:
+    # another producer's trade schema with a float field: the vectorised decoder does not handle it; polars'
+    # block decoder does, and a corrupt record among them is isolated record by record
+    schema = json.loads(json.dumps(avro_schema(Dataset.TRADES)))
+    schema["fields"].append({"name": "score", "type": "double", "default": 0.0})
+    registry = LocalSchemaRegistry(tmp_path / "registry")
+    schema_id = registry.register("other-value", schema)
+    rows = with_ingest_ts(generate_trades(DAY, ["AAA", "BB"], 50, seed=9)).to_pylist()
+    parsed = fastavro.parse_schema(schema)
+    header = b"\x00" + schema_id.to_bytes(4, "big")
+    values = []
+    for row in rows:
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, parsed, {**row, "venue": None, "score": 0.5})
+        values.append(header + buffer.getvalue())
+    values[7] = values[7][:-3]  # truncated
+    decoded = decode_records(values, registry, Dataset.TRADES)
+    assert [i for i, _ in decoded.failures] == [7]
+    assert decoded.table is not None and decoded.table.num_rows == 49
+    assert "score" not in decoded.table.column_names
+    kept = [r for i, r in enumerate(rows) if i != 7]
+    assert decoded.table.column("sequence").to_pylist() == [r["sequence"] for r in kept]
+    assert decoded.table.column("price").to_pylist() == [r["price"] for r in kept]

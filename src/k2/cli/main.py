@@ -245,12 +245,13 @@ StartOption = Annotated[str | None, typer.Option(help="From (inclusive), ISO dat
 EndOption = Annotated[str | None, typer.Option(help="To (exclusive), ISO date/time; no zone = UTC.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 SnapshotOption = Annotated[int | None, typer.Option(help="Read as of this Iceberg snapshot id (time travel).")]
+LimitOption = Annotated[int | None, typer.Option(min=1, help="At most this many rows.")]
 
 
 @query_app.command("trades")
 def query_trades(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = 100,
+    limit: LimitOption = 100,
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
 ) -> None:
     """Trades in time order."""
@@ -272,7 +273,7 @@ def _query_ticks(
 @query_app.command("quotes")
 def query_quotes(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = 100,
+    limit: LimitOption = 100,
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
 ) -> None:
     """L1 quotes (bid/ask price and size; an empty side is blank) in time order."""

@@ -75,11 +75,12 @@ def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> Piece
     return _piece(matrix[np.arange(8)[None, :] < nbytes[:, None]], nbytes)
 
 
-def _string_pieces(column: pa.Array, nullable: bool) -> list[Piece]:
-    column = pc.fill_null(column, "") if nullable else column
+def _string_pieces(column: pa.Array, present: npt.NDArray[np.bool_] | None) -> list[Piece]:
+    """Length varint + bytes; a null (not `present`) row gets neither."""
+    column = pc.fill_null(column, "") if present is not None else column
     column = column.cast(pa.large_binary())
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset : column.offset + len(column) + 1]
-    return [_varints(np.diff(offsets)), column]
+    return [_varints(np.diff(offsets), present), column]
 
 
 def _int64_values(column: pa.Array, info: FieldInfo) -> I64:
@@ -118,11 +119,7 @@ def _field_pieces(column: pa.Array, info: FieldInfo) -> list[Piece]:
         first = int(np.argmax(~column.is_valid().to_numpy(zero_copy_only=False)))
         raise EncodeError(f"field {info.name!r} is required but row {first} is null")
     if info.kind == "string":
-        length_piece, bytes_piece = _string_pieces(column, info.nullable)
-        if present is not None:
-            lengths = np.diff(np.frombuffer(bytes_piece.buffers()[1], dtype=np.int64)[: rows + 1])
-            length_piece = _varints(lengths, present)
-        return [*pieces, length_piece, bytes_piece]
+        return [*pieces, *_string_pieces(column, present)]
     if info.kind == "enum":
         return [*pieces, _varints(_enum_indices(column, info), present)]
     values = _int64_values(column, info)
@@ -194,6 +191,10 @@ class WireRecords:
         lengths = self.body_ends[indices] - self.body_starts[indices]
         positions = np.repeat(self.body_starts[indices], lengths) + _ragged_arange(lengths)
         return bytes(self.data[positions].tobytes())
+
+    def body_list(self, indices: I64) -> list[bytes]:
+        """The Avro bodies of records `indices`, one bytes object each (for record-by-record decoding)."""
+        return [self.data[self.body_starts[i] : self.body_ends[i]].tobytes() for i in indices.tolist()]
 
 
 def split_headers(values: list[bytes]) -> WireRecords:

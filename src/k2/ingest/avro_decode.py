@@ -72,7 +72,11 @@ class _Cursor:
 
     def flag(self, rows: Mask | I64, reason: str) -> None:
         """Mark `rows` (mask or indices) bad; a record keeps the first reason it got."""
-        mask = rows if rows.dtype == np.bool_ else np.isin(np.arange(len(self.pos)), rows)
+        if rows.dtype == np.bool_:
+            mask = rows
+        else:
+            mask = np.zeros(len(self.pos), dtype=bool)
+            mask[rows] = True
         new = mask & ~self.bad
         if new.any():
             self.problem[new] = len(self.reasons)

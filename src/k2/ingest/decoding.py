@@ -73,10 +73,6 @@ def _one_by_one(
     return _from_polars(frame), failures
 
 
-def _bodies(records: WireRecords, indices: npt.NDArray[np.int64]) -> list[bytes]:
-    return [records.data[records.body_starts[i] : records.body_ends[i]].tobytes() for i in indices.tolist()]
-
-
 def _decode_vectorised(
     schema: AvroSchema, records: WireRecords, indices: npt.NDArray[np.int64]
 ) -> tuple[list[pa.Table], list[tuple[int, str]]]:
@@ -103,7 +99,7 @@ def _decode_general(
         frame = decode_bodies(schema, records.bodies(indices), len(indices))
         return [_from_polars(frame.with_columns(pl.Series(MESSAGE_INDEX, indices)))], []
     except DecodeError:  # rare: isolate the bad records one by one
-        table, failures = _one_by_one(schema, _bodies(records, indices), indices)
+        table, failures = _one_by_one(schema, records.body_list(indices), indices)
         return ([table] if table is not None else []), failures
 
 

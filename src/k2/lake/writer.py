@@ -16,8 +16,9 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io.pyarrow import bin_pack_arrow_table, write_file
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-from pyiceberg.table import Table, WriteTask
+from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.utils.properties import property_as_int
 
 from k2.lake.layout import SORT_COLUMNS
 
@@ -110,7 +111,9 @@ def _run_starts(columns: list[pa.ChunkedArray]) -> list[int]:
 def _write_data_files(table: Table, parts: list[tuple[PartitionKey | None, pa.Table]]) -> list[DataFile]:
     """Parquet files for every partition slice (written in parallel by pyiceberg), not yet committed."""
     metadata = table.metadata
-    target = int(metadata.properties.get("write.target-file-size-bytes", 512 * 1024 * 1024))
+    target = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    assert target is not None
     write_uuid, task_ids = uuid.uuid4(), itertools.count()
     tasks = (
         WriteTask(write_uuid, next(task_ids), metadata.schema(), batches, partition_key=key)
