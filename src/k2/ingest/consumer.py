@@ -74,6 +74,17 @@ class _Pending:
         for partition, offset in last.items():
             self.next_offsets[partition or 0] = (offset or 0) + 1
 
+    def due(self, settings: Settings, now: float, caught_up: bool) -> bool:
+        """Land on size, on age, or once caught up (an empty poll) with rows that have waited a moment."""
+        if not self.messages:
+            return False
+        waited = now - self.since
+        return (
+            len(self.messages) >= settings.ingest_commit_rows
+            or waited >= settings.ingest_commit_seconds
+            or (caught_up and waited >= settings.ingest_commit_min_seconds)
+        )
+
 
 @dataclass
 class _Prepared:
@@ -275,18 +286,6 @@ class LakeIngestor:
         except Exception:  # counters are best effort; the data commit already succeeded
             log.exception("could not record data quality for snapshot %s", snapshot_id)
 
-    def _should_land(self, caught_up: bool, now: float) -> bool:
-        """Land on size, on age, or once caught up (an empty poll) with rows that have waited a moment."""
-        pending, settings = self._pending, self._settings
-        if not pending.messages:
-            return False
-        waited = now - pending.since
-        return (
-            len(pending.messages) >= settings.ingest_commit_rows
-            or waited >= settings.ingest_commit_seconds
-            or (caught_up and waited >= settings.ingest_commit_min_seconds)
-        )
-
     def _records_only(self, messages: list[Message]) -> list[Message]:
         for message in messages:
             error = message.error()
@@ -327,7 +326,7 @@ class LakeIngestor:
                     last_data = now
                     if self.report.first_message_at is None:
                         self.report.first_message_at = now
-                if self._should_land(caught_up=not got, now=now):
+                if self._pending.due(self._settings, now, caught_up=not got):
                     self._land_pending()
                     if on_progress:
                         on_progress(self.report)
