@@ -22,13 +22,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from k2.ingest import pipeline
-from k2.ingest.broker import ManagedBroker
-from k2.ingest.generator import generate_trades
-from k2.ingest.producer import TickProducer, with_ingest_ts
+from k2.kafka.broker import ManagedBroker
+from k2.kafka.producer import TickProducer, with_ingest_ts
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
+from k2.registry import registry_for
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 SYMBOLS = [f"S{i:03d}" for i in range(50)]
 DAY_ROWS = 1_000_000
@@ -54,10 +55,10 @@ def fresh_settings(root: Path, bootstrap: str) -> Settings:
 
 def produce(settings: Settings, trades: list[pa.Table]) -> float:
     """Seconds to encode, produce and get every record acknowledged."""
-    from k2.ingest.kafka import ensure_topics
+    from k2.kafka.admin import ensure_topics
 
     ensure_topics(settings, settings.kafka_bootstrap or "")
-    producer = TickProducer(settings, settings.kafka_bootstrap or "", pipeline.registry_for(settings))
+    producer = TickProducer(settings, settings.kafka_bootstrap or "", registry_for(settings))
     started = time.perf_counter()
     for day in trades:
         for offset in range(0, day.num_rows, 100_000):
@@ -78,7 +79,7 @@ def consume(settings: Settings, total: int) -> float:
 def end_to_end(settings: Settings, trades: list[pa.Table]) -> float:
     """Seconds from the first record produced to the last Iceberg commit, with the consumer in its own process
     (`k2 ingest`, as deployed; in one process the two would share the GIL), group join done beforehand."""
-    from k2.ingest.kafka import ensure_topics
+    from k2.kafka.admin import ensure_topics
 
     ensure_topics(settings, settings.kafka_bootstrap or "")
     env = {**os.environ, "K2_HOME": str(settings.home), "K2_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",

@@ -3,6 +3,7 @@
 Builds a lake of N synthetic trades (days, symbols) by appending batches the way the consumer does, optionally
 compacted, then times typical queries (p50 over R runs). Prints a table with the ratio to iceberg_scan.
 
+    .venv/bin/pip install -e ".[bench]"   # DuckDB's iceberg extension, for the iceberg_scan() baseline
     .venv/bin/python bench/query.py --trades 1000000 --days 5 --batch 50000 --runs 15
 """
 
@@ -19,12 +20,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from k2.ingest.generator import generate_trades
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 SYMBOLS = [f"S{i:03d}" for i in range(20)]
 

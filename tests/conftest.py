@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from k2.ingest.broker import BrokerState, ManagedBroker
+from k2.kafka.broker import BrokerState, ManagedBroker
 from k2.settings import BrokerKind, Settings
 
 ALL_BROKERS: list[BrokerKind] = ["tansu", "noida"]

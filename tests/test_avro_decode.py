@@ -15,13 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from k2.ingest.avro_codec import encode_batch, split_headers
-from k2.ingest.avro_decode import UnsupportedSchemaError, decode_columns
-from k2.ingest.decoding import decode_records
-from k2.ingest.generator import generate_quotes, generate_reference, generate_trades
-from k2.ingest.producer import with_ingest_ts
-from k2.ingest.registry import LocalSchemaRegistry
+from k2.codec.decoder import decode_columns
+from k2.codec.encoder import encode_batch
+from k2.codec.framing import split_headers
+from k2.codec.records import decode_records
+from k2.errors import UnsupportedSchemaError
+from k2.kafka.producer import with_ingest_ts
+from k2.registry.local import LocalSchemaRegistry
 from k2.schemas import Dataset, avro_schema, field_infos
+from k2.sources.generator import generate_quotes, generate_reference, generate_trades
 from tests.test_avro_codec import quotes_table
 
 DAY = dt.date(2026, 3, 2)
@@ -152,7 +154,7 @@ def test_a_writer_schema_with_other_field_kinds_decodes_through_the_general_path
         fastavro.schemaless_writer(buffer, parsed, {**row, "venue": None, "score": 0.5})
         values.append(header + buffer.getvalue())
     values[7] = values[7][:-3]  # truncated
-    decoded = decode_records(values, registry, Dataset.TRADES)
+    decoded = decode_records(values, registry.schema, Dataset.TRADES)
     assert [i for i, _ in decoded.failures] == [7]
     assert decoded.table is not None and decoded.table.num_rows == 49
     assert "score" not in decoded.table.column_names

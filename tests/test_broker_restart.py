@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,12 +13,37 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from k2.ingest.broker import free_port, start_broker, stop_process
+from k2.kafka.broker import free_port, start_broker, stop_process
 from k2.query.engine import QueryEngine
 from k2.settings import BrokerKind, Settings
 
 TRADES = 1_500_000
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def _wait_until_the_load_is_sending(bootstrap: str, topic: str, load: subprocess.Popen[str]) -> None:
+    """Returns once the first records are in the topic: the broker then goes away in the middle of the load, not
+    before it starts nor after it ends (a fixed sleep raced the load's speed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex[:8]}"})
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert load.poll() is None and time.monotonic() < deadline, "the load never started sending"
+            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if metadata is not None and not metadata.error and metadata.partitions:
+                break
+            time.sleep(0.01)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        while not any(m.error() is None for m in consumer.consume(10, timeout=0.02)):
+            assert load.poll() is None and time.monotonic() < deadline, "the load ended before the broker stopped"
+    finally:
+        consumer.close()
 
 
 @pytest.mark.slow
@@ -36,8 +62,8 @@ def test_broker_restart_mid_load(kind: BrokerKind, tmp_path: Path) -> None:
     state, process = start_broker(kind, data_dir, port)
     load = subprocess.Popen([*k2, "load", str(csv_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    time.sleep(2.5)
-    stop_process(state, process)
+    _wait_until_the_load_is_sending(state.bootstrap, f"restart-{tag}", load)
+    _kill(process)  # at once: a graceful stop can take long enough for the load to finish first
     state, process = start_broker(kind, data_dir, port)
     try:
         out, err = load.communicate(timeout=300)
@@ -73,8 +99,8 @@ def test_broker_gone_mid_load_reports_what_was_delivered(tmp_path: Path) -> None
     state, process = start_broker("tansu", tmp_path / "broker", port)
     load = subprocess.Popen([*k2, "load", str(csv_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    time.sleep(2.5)
-    stop_process(state, process)  # and it never comes back
+    _wait_until_the_load_is_sending(state.bootstrap, f"gone-{tag}", load)
+    _kill(process)  # and it never comes back
     out, err = load.communicate(timeout=300)
     message = " ".join(err.split())
     assert load.returncode == 1, out + err

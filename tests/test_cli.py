@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from k2.ingest.broker import BrokerState
+from k2.kafka.broker import BrokerState
 from k2.settings import Settings
 
 K2 = [sys.executable, "-m", "k2.cli"]
@@ -82,7 +82,9 @@ def test_broker_lifecycle_and_stage_commands(home: Path, tmp_path: Path, kind: s
 
 
 def test_clear_errors_for_bad_input(home: Path, tmp_path: Path) -> None:
-    no_broker = run_k2("load", str(tmp_path / "x.csv"), home=home)
+    from k2.data import asx_sample_dir
+
+    no_broker = run_k2("load", str(asx_sample_dir() / "trades" / "7181.csv"), home=home)
     assert no_broker.returncode == 1 and "k2 broker start" in no_broker.stderr
     bad_interval = run_k2("query", "bars", "-i", "7x", home=home)
     assert bad_interval.returncode == 1 and "interval '7x'" in bad_interval.stderr
@@ -109,7 +111,7 @@ def test_settings_come_from_k2_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_unreachable_broker_is_a_clear_error_after_retries(home: Path) -> None:
     from k2.data import asx_sample_dir
-    from k2.ingest.broker import free_port
+    from k2.kafka.broker import free_port
 
     result = run_k2(
         "load", str(asx_sample_dir() / "trades" / "7181.csv"), home=home,
@@ -142,3 +144,55 @@ def test_sigint_during_load_flushes_what_was_read(broker: BrokerState, home: Pat
     assert 0 < sent < 1_500_000
     ingested = run_k2("ingest", "--idle-seconds", "2", home=home, env=env)
     assert f"landed {sent:,} rows" in ingested.stdout, ingested.stdout + ingested.stderr
+
+
+def _topics_env(broker: BrokerState) -> dict[str, str]:
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    return {"K2_KAFKA_BOOTSTRAP": broker.bootstrap, "K2_TOPIC_TRADES": f"t-{tag}", "K2_TOPIC_QUOTES": f"q-{tag}",
+            "K2_TOPIC_REFERENCE": f"r-{tag}", "K2_TOPIC_CORPORATE_ACTIONS": f"c-{tag}", "K2_TOPIC_DLQ": f"d-{tag}",
+            "K2_CONSUMER_GROUP": f"g-{tag}", "K2_INGEST_IDLE_SECONDS": "2"}
+
+
+def test_defaults_a_new_user_meets(broker: BrokerState, home: Path, tmp_path: Path) -> None:
+    """The bundled ASX files with default options: quotes are read as quotes, `k2 ingest` lands every dataset, and
+    exports are complete."""
+    from k2.data import asx_sample_dir
+
+    env = _topics_env(broker)
+    sample = asx_sample_dir()
+    quotes = run_k2("load", str(sample / "quotes" / "7181.csv"), home=home, env=env)
+    assert quotes.returncode == 0, quotes.stderr
+    assert "(quotes, asx layout): read 549 rows, sent 549, rejected 0" in quotes.stdout
+    trades = run_k2("load", str(sample / "trades" / "7181.csv"), str(sample / "reference-data" / "company_info.csv"),
+                    home=home, env=env)
+    assert trades.returncode == 0, trades.stderr
+    assert "(trades, asx layout): read 232 rows, sent 232, rejected 0" in trades.stdout
+
+    ingested = run_k2("ingest", home=home, env=env)  # no --dataset: every dataset that has a topic
+    assert ingested.returncode == 0, ingested.stderr
+    for line in ("trades: read 232 records, landed 232 rows", "quotes: read 549 records, landed 549 rows",
+                 "reference: read 4 records, landed 4 rows"):
+        assert line in ingested.stdout, ingested.stdout
+
+    exported = run_k2("query", "quotes", "-s", "DVN", "-f", "csv", home=home)
+    assert len(exported.stdout.splitlines()) == 1 + 549  # every row, not the first 100
+    as_json = run_k2("query", "quotes", "-s", "DVN", "-f", "json", home=home)
+    assert len(as_json.stdout.splitlines()) == 549
+    limited = run_k2("query", "quotes", "-s", "DVN", "-f", "csv", "--limit", "7", home=home)
+    assert len(limited.stdout.splitlines()) == 1 + 7
+    table = run_k2("query", "trades", home=home)
+    assert "showing 100 of 232 rows" in " ".join(table.stderr.split())
+
+
+def test_a_file_read_in_the_wrong_layout_fails_and_says_how_to_choose(broker: BrokerState, home: Path) -> None:
+    from k2.data import asx_sample_dir
+
+    forced = run_k2("load", str(asx_sample_dir() / "quotes" / "7181.csv"), "--dataset", "trades", home=home,
+                    env=_topics_env(broker))
+    message = " ".join(forced.stderr.split())
+    assert forced.returncode == 1, forced.stdout + forced.stderr
+    assert "rejected 549" in forced.stdout
+    assert "every row was rejected, read as ASX trades (7 columns, no header)" in message
+    assert "--dataset trades|quotes|reference" in message and "Traceback" not in message

@@ -7,7 +7,7 @@ import time
 
 from confluent_kafka import Message
 
-from k2.ingest.consumer import _Pending
+from k2.ingest.commit_policy import PendingBatch
 from k2.settings import Settings
 
 POLICY = Settings(ingest_commit_rows=5, ingest_commit_seconds=5.0, ingest_commit_min_seconds=1.0)
@@ -18,11 +18,11 @@ def _records(partition: int, offsets: range) -> list[Message]:
 
 
 def test_nothing_pending_is_never_due() -> None:
-    assert not _Pending().due(POLICY, time.monotonic() + 60, caught_up=True)
+    assert not PendingBatch().due(POLICY, time.monotonic() + 60, caught_up=True)
 
 
 def test_due_on_size_on_age_and_when_caught_up_after_the_minimum_wait() -> None:
-    pending = _Pending()
+    pending = PendingBatch()
     pending.add(_records(0, range(3)))
     start = pending.since
     assert not pending.due(POLICY, start + 0.2, caught_up=True)  # a pause right away: keep collecting
@@ -34,7 +34,7 @@ def test_due_on_size_on_age_and_when_caught_up_after_the_minimum_wait() -> None:
 
 
 def test_the_wait_starts_with_the_first_row_and_offsets_are_the_next_to_read() -> None:
-    pending = _Pending()
+    pending = PendingBatch()
     pending.add([])  # empty polls before any data do not start the clock
     before = time.monotonic()
     pending.add(_records(2, range(7, 9)) + _records(0, range(3)))

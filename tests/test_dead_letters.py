@@ -5,20 +5,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from k2.codec.encoder import encode_batch
 from k2.ingest import pipeline
-from k2.ingest.avro_codec import encode_batch
-from k2.ingest.dlq import read_dead_letters, replay_dead_letters
-from k2.ingest.generator import generate_trades
-from k2.ingest.kafka import ensure_topics
-from k2.ingest.producer import subject_for, with_ingest_ts
+from k2.kafka.admin import ensure_topics
+from k2.kafka.broker import start_broker, stop_process
+from k2.kafka.dead_letters import DeadLetter, DeadLetterWriter, now_iso, read_dead_letters, replay_dead_letters
+from k2.kafka.producer import with_ingest_ts
 from k2.query.engine import QueryEngine
+from k2.registry import registry_for
+from k2.registry.base import subject_for
 from k2.schemas import Dataset, avro_schema
-from k2.settings import Settings
+from k2.settings import BrokerKind, Settings
+from k2.sources.generator import generate_trades
 
 DAY = dt.date(2026, 3, 2)
 
@@ -35,7 +46,7 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings, 
     kafka_settings = kafka_settings.model_copy(update={"consume_batch": consume_batch})
     bootstrap = kafka_settings.kafka_bootstrap or ""
     ensure_topics(kafka_settings, bootstrap)
-    registry = pipeline.registry_for(kafka_settings)
+    registry = registry_for(kafka_settings)
     schema_id = registry.register(subject_for(kafka_settings.topic_trades), avro_schema(Dataset.TRADES))
     trades = with_ingest_ts(generate_trades(DAY, ["AAA"], 10, seed=5))
     good = encode_batch(trades, avro_schema(Dataset.TRADES), schema_id).values()
@@ -76,8 +87,88 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings, 
 
     # fix the cause of one (allow a larger clock skew), re-drive, re-ingest: it lands, the rest return to the DLQ
     fixed = kafka_settings.model_copy(update={"max_future_skew_seconds": 3 * 86_400})
-    assert replay_dead_letters(fixed, bootstrap) == 6
-    assert replay_dead_letters(fixed, bootstrap) == 0  # already re-driven
+    assert replay_dead_letters(fixed, bootstrap).replayed == 6
+    assert replay_dead_letters(fixed, bootstrap).replayed == 0  # already re-driven
     again = pipeline.ingest(fixed, bootstrap)
     assert (again.rows_landed, again.dead_lettered) == (1, 5)
     assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 5
+
+
+def _values_in(settings: Settings, topic: str) -> set[bytes]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"k2-test-read-{time.time_ns()}",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    values: set[bytes] = set()
+    idle = time.monotonic()
+    while time.monotonic() - idle < 2:
+        for message in consumer.consume(10_000, timeout=0.2):
+            if message.error() is None:
+                values.add(message.value() or b"")
+                idle = time.monotonic()
+    consumer.close()
+    return values
+
+
+LETTERS = 200_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tansu", "noida"])
+def test_replay_marks_only_what_the_broker_acknowledged(kind: BrokerKind, tmp_path: Path) -> None:
+    """The broker stops (SIGSTOP) in the middle of `k2 dlq replay`: the replay fails with a clear error, and every
+    dead letter it marked as replayed is in the source topic; the rest are re-driven by the next replay."""
+    state, process = start_broker(kind, tmp_path / "broker")
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(home=tmp_path / "home", kafka_bootstrap=state.bootstrap, topic_trades=f"src-{tag}",
+                        topic_dlq=f"dlq-{tag}", consumer_group=f"g-{tag}", producer_message_timeout_ms=3_000,
+                        dlq_replay_chunk=2_000)
+    env = {**os.environ, "K2_HOME": str(settings.home), "K2_KAFKA_BOOTSTRAP": state.bootstrap,
+           "K2_TOPIC_TRADES": settings.topic_trades, "K2_TOPIC_DLQ": settings.topic_dlq,
+           "K2_CONSUMER_GROUP": settings.consumer_group, "K2_PRODUCER_MESSAGE_TIMEOUT_MS": "3000",
+           "K2_DLQ_REPLAY_CHUNK": "2000"}
+    try:
+        ensure_topics(settings, state.bootstrap)
+        letters = [DeadLetter(settings.topic_trades, 0, i, "test", b"K", f"letter-{i}".encode(), now_iso())
+                   for i in range(LETTERS)]
+        writer = DeadLetterWriter(settings, state.bootstrap)
+        writer.send(letters)
+        writer.close()
+        replay = subprocess.Popen([sys.executable, "-m", "k2.cli", "dlq", "replay"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = Consumer({"bootstrap.servers": state.bootstrap, "group.id": f"w-{tag}", "enable.auto.commit": False})
+        watcher.assign([TopicPartition(settings.topic_trades, p, OFFSET_BEGINNING) for p in range(4)])
+        deadline = time.monotonic() + 120
+        while not any(m.error() is None for m in watcher.consume(100, timeout=0.05)):
+            assert time.monotonic() < deadline and replay.poll() is None, "the replay never started re-driving"
+        os.kill(state.pid, signal.SIGSTOP)  # the broker stops answering, mid-replay
+        try:
+            _, err = replay.communicate(timeout=180)
+        finally:
+            os.kill(state.pid, signal.SIGCONT)
+        watcher.close()
+        message = " ".join(err.split())
+        assert replay.returncode == 1, err
+        assert "error:" in message and "Traceback" not in err
+        assert "not acknowledged" in message or "could not record" in message, err
+
+        group = Consumer({"bootstrap.servers": state.bootstrap, "group.id": settings.consumer_group + "-dlq-replay",
+                          "enable.auto.commit": False})
+        committed = group.committed([TopicPartition(settings.topic_dlq, p) for p in range(4)], timeout=10)
+        group.close()
+        marked = {tp.partition: max(tp.offset, 0) for tp in committed}
+        assert 0 < sum(marked.values()) < LETTERS, f"the broker stopped too late or too early: {marked}"
+        in_source = _values_in(settings, settings.topic_trades)
+        marked_letters = {letter.value for letter in read_dead_letters(settings, state.bootstrap)
+                          if letter.dlq_offset < marked.get(letter.dlq_partition, 0)}
+        assert len(marked_letters) == sum(marked.values())
+        assert marked_letters <= in_source  # nothing marked replayed that the broker did not take
+
+        again = subprocess.run([sys.executable, "-m", "k2.cli", "dlq", "replay"], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        replayed = int(re.search(r"re-drove ([\d,]+) dead letters", again.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
+        assert replayed == LETTERS - sum(marked.values())
+        assert _values_in(settings, settings.topic_trades) == {letter.value for letter in letters}
+    finally:
+        stop_process(state, process)

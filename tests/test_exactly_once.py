@@ -14,11 +14,11 @@ import time
 import pytest
 
 from k2.ingest import pipeline
-from k2.ingest.generator import generate_trades
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.query.engine import QueryEngine
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 TRADES = 250_000
 KILLS = 10

@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import StringType
 
-from k2.ingest.generator import generate_trades
-from k2.ingest.producer import with_ingest_ts
+from k2.kafka.producer import with_ingest_ts
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 EPOCH = dt.date(1970, 1, 1)
 

@@ -12,13 +12,14 @@ import pyarrow as pa
 import pytest
 
 from k2.data import asx_sample_dir
+from k2.errors import QueryError
 from k2.ingest import pipeline
-from k2.ingest.generator import generate_trades
 from k2.lake.catalog import ensure_table, open_catalog
-from k2.lake.writer import landed_offsets
-from k2.query.engine import QueryEngine, QueryError, TimeRange
+from k2.lake.offsets import landed_offsets
+from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 DAY = dt.date(2026, 3, 2)
 DAY_SPAN = TimeRange(dt.datetime(2026, 3, 2, tzinfo=dt.UTC), dt.datetime(2026, 3, 3, tzinfo=dt.UTC))
@@ -69,7 +70,7 @@ def test_generated_day_lands_exactly_once_and_queries_match(kafka_settings: Sett
 
     # the landed offsets are recorded in the snapshot that holds the rows
     table = ensure_table(open_catalog(kafka_settings), kafka_settings, Dataset.TRADES)
-    offsets = landed_offsets(table, kafka_settings.topic_trades)
+    offsets = landed_offsets(table.metadata, kafka_settings.topic_trades)
     assert offsets is not None and sum(offsets.next_offsets.values()) == trades.num_rows
 
 
@@ -201,7 +202,7 @@ def test_gaps_and_late_ticks_are_tracked_and_queryable(kafka_settings: Settings)
 def test_ingest_metrics_are_served_over_http(kafka_settings: Settings) -> None:
     import urllib.request
 
-    from k2.ingest.broker import free_port
+    from k2.kafka.broker import free_port
     from k2.obs.metrics import serve
 
     port = free_port()
@@ -260,7 +261,7 @@ def test_reference_data_and_corporate_actions_land_once(kafka_settings: Settings
 
 
 def test_generated_quotes_round_trip_through_a_csv(kafka_settings: Settings, tmp_path: Path) -> None:
-    from k2.ingest.generator import generate_quotes, write_generic_csv
+    from k2.sources.generator import generate_quotes, write_generic_csv
 
     quotes = generate_quotes(DAY, ["QQQ", "RRR"], 3_000, seed=8)
     path = tmp_path / "quotes.csv"
@@ -276,7 +277,7 @@ def test_generated_quotes_round_trip_through_a_csv(kafka_settings: Settings, tmp
 
 
 def test_generated_reference_data_lands_and_reads_back(kafka_settings: Settings, tmp_path: Path) -> None:
-    from k2.ingest.generator import generate_reference, write_generic_csv
+    from k2.sources.generator import generate_reference, write_generic_csv
 
     instruments = generate_reference(["AAA", "BBB"], dt.date(2026, 1, 1))
     path = tmp_path / "instruments.csv"

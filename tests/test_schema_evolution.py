@@ -7,17 +7,19 @@ import datetime as dt
 import pyarrow as pa
 from confluent_kafka import Producer
 
+from k2.codec.encoder import encode_batch
 from k2.ingest import pipeline
-from k2.ingest.avro_codec import encode_batch
-from k2.ingest.generator import generate_trades
-from k2.ingest.kafka import ensure_topics
-from k2.ingest.producer import subject_for, with_ingest_ts
+from k2.kafka.admin import ensure_topics
+from k2.kafka.producer import with_ingest_ts
 from k2.lake import writer
 from k2.lake.catalog import open_catalog, table_identifier
 from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
 from k2.query.engine import QueryEngine
+from k2.registry import registry_for
+from k2.registry.base import subject_for
 from k2.schemas import Dataset, avro_schema, iceberg_schema
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 
 def test_v1_and_v2_trades_share_one_table(kafka_settings: Settings) -> None:
@@ -38,7 +40,7 @@ def test_v1_and_v2_trades_share_one_table(kafka_settings: Settings) -> None:
 
     # old producers still send v1 records; new ones send v2 with a venue
     ensure_topics(kafka_settings, bootstrap)
-    registry = pipeline.registry_for(kafka_settings)
+    registry = registry_for(kafka_settings)
     subject = subject_for(kafka_settings.topic_trades)
     id_v1 = registry.register(subject, avro_schema(Dataset.TRADES, version=1))
     id_v2 = registry.register(subject, avro_schema(Dataset.TRADES))

@@ -7,14 +7,14 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from k2.ingest.generator import generate_trades
-from k2.ingest.producer import with_ingest_ts
-from k2.ingest.sequencing import SequenceTracker
+from k2.ingest.dedup import SequenceTracker
+from k2.kafka.producer import with_ingest_ts
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.lake.sequences import contains, landed_ranges, merge, runs
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.generator import generate_trades
 
 DAY = dt.date(2026, 3, 2)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from k2.errors import ConfigError
+from k2.faults import parse_crash_spec
 
 BrokerKind = Literal["tansu", "noida"]
 
@@ -17,7 +21,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="K2_", extra="ignore")
 
-    log_level: str = Field("WARNING", description="Python log level of K2's own messages (stderr).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "WARNING", description="Log level of K2's own messages on stderr (INFO shows assignments, DEBUG every commit)."
+    )
     home: Path = Field(Path(".k2"), description="Directory holding all local state (catalog, warehouse, broker).")
 
     # Kafka
@@ -64,6 +70,12 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Ticks stamped further than this in the future go to the dead-letter topic."
     )
     csv_chunk_rows: int = Field(100_000, ge=1, description="Rows read from a CSV file per chunk.")
+    dlq_replay_chunk: int = Field(
+        10_000, ge=1, description="Dead letters re-driven per step of `k2 dlq replay` (acknowledged, then marked)."
+    )
+    crash_at: str | None = Field(
+        None, description="Tests only: exit hard at a named point of the ingest commit path, POINT[@N] (k2.faults)."
+    )
 
     # Lake
     catalog_name: str = "k2"
@@ -72,31 +84,65 @@ class Settings(BaseSettings):
     namespace: str = "market"
     symbol_buckets: int = Field(16, ge=1, description="bucket(N, symbol) partition count.")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        if value:
+            parse_crash_spec(value)
+        return value
+
+    @property
+    def home_path(self) -> Path:
+        """K2_HOME as an absolute path, whether or not it exists (nothing is created)."""
+        return self.home.expanduser().resolve()
+
     @cached_property
     def home_dir(self) -> Path:
-        path = self.home.expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        """K2_HOME for commands that write: created if missing; a clear ConfigError if it is a file or cannot be
+        written."""
+        path = self.home_path
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"K2_HOME {path} is a file, not a directory: point --home or K2_HOME at a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create K2_HOME {path}: {exc.strerror}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"K2_HOME {path} is not writable (read-only file system or permissions)")
+        return path
+
+    def existing_home(self) -> Path:
+        """K2_HOME for commands that only read: it must already exist (it may be read-only)."""
+        path = self.home_path
+        if not path.exists():
+            raise ConfigError(
+                f"K2_HOME {path} does not exist: nothing has landed there yet (run `k2 demo` or `k2 ingest`, "
+                "or point --home / K2_HOME at your data)"
+            )
+        if not path.is_dir():
+            raise ConfigError(f"K2_HOME {path} is a file, not a directory: point --home or K2_HOME at a directory")
         return path
 
     @property
     def resolved_catalog_uri(self) -> str:
-        return self.catalog_uri or f"sqlite:///{self.home_dir / 'catalog.db'}"
+        return self.catalog_uri or f"sqlite:///{self.home_path / 'catalog.db'}"
 
     @property
     def resolved_warehouse(self) -> str:
-        if self.warehouse:
-            return self.warehouse
-        path = self.home_dir / "warehouse"
-        path.mkdir(parents=True, exist_ok=True)
-        return path.as_uri()
+        return self.warehouse or (self.home_path / "warehouse").as_uri()
 
     @property
     def registry_dir(self) -> Path:
-        return self.home_dir / "registry"
+        return self.home_path / "registry"
 
     @property
     def broker_dir(self) -> Path:
-        return self.home_dir / "broker"
+        return self.home_path / "broker"
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -1,3 +1,3 @@
-from k2.cli.main import main
+from k2.cli.entry import main
 
 main()

@@ -6,22 +6,24 @@ import datetime as dt
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
 
 import pyarrow.compute as pc
+import typer
 from rich.console import Console
 
+from k2.cli.common import HomeOption, writer_settings
 from k2.cli.output import OutputFormat, render
 from k2.cli.progress import load_with_progress, produce_with_progress
 from k2.data import asx_sample_dir
 from k2.ingest import pipeline
-from k2.ingest.broker import ManagedBroker
-from k2.ingest.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
-from k2.ingest.kafka import ensure_topics
-from k2.lake.catalog import ensure_table, open_catalog
-from k2.lake.quality import ensure_quality_table
+from k2.kafka.admin import ensure_topics
+from k2.kafka.broker import ManagedBroker
 from k2.query.engine import QueryEngine, TimeRange
+from k2.runtime import tune_gc_for_streaming
 from k2.schemas import Dataset
-from k2.settings import Settings
+from k2.settings import BrokerKind, Settings
+from k2.sources.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
 
 FIRST_DEMO_DAY = dt.date(2026, 1, 5)
 out = Console() if sys.stdout.isatty() else Console(width=160)
@@ -40,6 +42,18 @@ def next_demo_day(engine: QueryEngine) -> dt.date:
     return day
 
 
+def demo(
+    home: HomeOption = None,
+    asx: Annotated[bool, typer.Option("--asx", help="Load the bundled real ASX sample (DVN, MWR) instead.")] = False,
+    trades: Annotated[int, typer.Option(min=1, help="Synthetic trades in the day.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    broker: Annotated[BrokerKind | None, typer.Option(help="Local broker to run.")] = None,
+) -> None:
+    """End to end: start a broker, generate a day, produce → consume → Iceberg → DuckDB, summarise, stop."""
+    tune_gc_for_streaming()
+    run_demo(writer_settings(home, broker=broker), asx=asx, trades=trades, seed=seed)
+
+
 def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
     engine = QueryEngine(settings)
     out.rule("[bold]K2 demo")
@@ -50,13 +64,8 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
         started = time.monotonic()
         # consumers join their groups while the producer runs, as a live deployment would
         datasets = list(Dataset) if asx else [Dataset.TRADES]
-        catalog = open_catalog(settings)
-        for dataset in datasets:  # create tables up front, not from several threads at once
-            ensure_table(catalog, settings, dataset)
-        ensure_quality_table(catalog, settings)
-        with ThreadPoolExecutor(len(datasets)) as pool:
-            consumers = {d: pool.submit(pipeline.ingest, settings, broker.bootstrap, d, idle_seconds=2.0)
-                         for d in datasets}
+        with ThreadPoolExecutor(1) as pool:
+            consuming = pool.submit(pipeline.ingest_many, settings, broker.bootstrap, datasets, 2.0)
             if asx:
                 symbols, span = _produce_asx(settings, broker.bootstrap)
             else:
@@ -68,7 +77,7 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
                 start = dt.datetime.combine(day, dt.time(), dt.UTC)
                 span = TimeRange(start, start + dt.timedelta(days=1))
             with out.status("consuming → Iceberg …"):
-                reports = {d: c.result() for d, c in consumers.items()}
+                reports = consuming.result()
         report = reports[Dataset.TRADES]
         elapsed = (report.last_commit_at or time.monotonic()) - started
         for dataset, other in reports.items():

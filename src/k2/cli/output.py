@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(stderr=True)
+TABLE_ROWS = 100  # rows the table view shows unless --limit asks for more
 
 
 class OutputFormat(StrEnum):
@@ -41,7 +42,11 @@ def _json_value(value: object) -> object:
     return value
 
 
-def render(table: pa.Table, fmt: OutputFormat, title: str | None = None, max_rows: int = 200) -> None:
+def render(
+    table: pa.Table, fmt: OutputFormat, title: str | None = None, max_rows: int = TABLE_ROWS, total: int | None = None
+) -> None:
+    """CSV and JSON get every row of `table`; the table view shows the first `max_rows` and says how many there are
+    in all (`total`, when the query fetched only the first rows)."""
     if fmt is OutputFormat.CSV:
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer)
@@ -59,5 +64,7 @@ def render(table: pa.Table, fmt: OutputFormat, title: str | None = None, max_row
     for row in table.slice(0, max_rows).to_pylist():
         out.add_row(*(_cell(v) for v in row.values()))
     (Console() if sys.stdout.isatty() else Console(width=160)).print(out)
-    if table.num_rows > max_rows:
-        console.print(f"… {table.num_rows - max_rows} more rows (use --format csv or --limit)")
+    total = table.num_rows if total is None else total
+    shown = min(max_rows, table.num_rows)
+    if total > shown:
+        console.print(f"showing {shown:,} of {total:,} rows (use --limit N, or --format csv|json for all of them)")

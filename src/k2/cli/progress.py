@@ -11,10 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from k2.cli.output import console
 from k2.ingest import pipeline
 from k2.ingest.consumer import IngestReport
-from k2.ingest.csv_loader import Layout, LoadStats
-from k2.ingest.producer import DeliveryReport
+from k2.kafka.producer import DeliveryReport
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.csv_ticks import Layout
+from k2.sources.report import LoadStats
 
 
 def _progress() -> Progress:
@@ -71,15 +72,14 @@ class StopOnSignal:
 
 
 def ingest_with_progress(
-    settings: Settings, bootstrap: str, max_messages: int | None = None, idle_seconds: float | None = None,
-    expected: int | None = None, dataset: Dataset = Dataset.TRADES,
-) -> IngestReport:
+    settings: Settings, bootstrap: str, datasets: list[Dataset], max_messages: int | None = None,
+    idle_seconds: float | None = None,
+) -> dict[Dataset, IngestReport]:
+    """One consumer per dataset, at once, with a bar each counting landed rows."""
     with _progress() as bar:
-        task = bar.add_task(f"consume {dataset} → Iceberg", total=expected or max_messages)
+        tasks = {d: bar.add_task(f"consume {d} → Iceberg", total=max_messages) for d in datasets}
 
-        def update(report: IngestReport) -> None:
-            bar.update(task, completed=report.rows_landed)
+        def update(dataset: Dataset, report: IngestReport) -> None:
+            bar.update(tasks[dataset], completed=report.rows_landed)
 
-        return pipeline.ingest(
-            settings, bootstrap, dataset, max_messages=max_messages, idle_seconds=idle_seconds, on_progress=update
-        )
+        return pipeline.ingest_many(settings, bootstrap, datasets, idle_seconds, max_messages, on_progress=update)

@@ -1,31 +1,36 @@
-"""Wiring of the ingest parts for callers (CLI, demo, tests): sources → producer, topic → lake."""
+"""Wiring of the parts for callers (CLI, demo, tests, benches): sources → producer, topic → lake."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 
+from k2.errors import DeliveryError
+from k2.faults import CrashPoints
+from k2.ingest.committer import LakeCommitter
 from k2.ingest.consumer import IngestReport, LakeIngestor
-from k2.ingest.csv_loader import Layout, LoadStats, read_ticks
-from k2.ingest.kafka import ensure_topics
-from k2.ingest.producer import DeliveryError, DeliveryReport, TickProducer
-from k2.ingest.reference_loader import read_reference
-from k2.ingest.registry import ConfluentSchemaRegistry, LocalSchemaRegistry, SchemaRegistry
+from k2.ingest.dedup import NaturalKeyDeduper, SequenceTracker
+from k2.ingest.prepare import BatchPreparer, Deduper
+from k2.kafka.admin import cluster_id, ensure_topics, wait_for_kafka
+from k2.kafka.config import consumer_config, ingest_group, topic_for
+from k2.kafka.dead_letters import DeadLetterWriter
+from k2.kafka.producer import DeliveryReport, TickProducer
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.lake.quality import ensure_quality_table
+from k2.lake.sequences import NATURAL_KEYS, landed_keys, landed_ranges
+from k2.registry import registry_for
 from k2.schemas import Dataset
 from k2.settings import Settings
+from k2.sources.csv_ticks import Layout, read_ticks
+from k2.sources.reference import read_reference
+from k2.sources.report import LoadStats
 
 Progress = Callable[[int], None]
-
-
-def registry_for(settings: Settings) -> SchemaRegistry:
-    """The Confluent Schema Registry at K2_SCHEMA_REGISTRY_URL, else the local file registry in K2_HOME."""
-    if settings.schema_registry_url:
-        return ConfluentSchemaRegistry(settings.schema_registry_url)
-    return LocalSchemaRegistry(settings.registry_dir)
 
 
 def produce_table(
@@ -35,11 +40,14 @@ def produce_table(
     """Produce every row of an in-memory table; raises DeliveryError if any record was not acknowledged."""
     ensure_topics(settings, bootstrap)
     producer = TickProducer(settings, bootstrap, registry_for(settings))
-    for offset in range(0, table.num_rows, chunk_rows):
-        sent = producer.send(dataset, table.slice(offset, chunk_rows))
-        if on_progress:
-            on_progress(sent)
-    return _checked(producer.close())
+    try:
+        for offset in range(0, table.num_rows, chunk_rows):
+            sent = producer.send(dataset, table.slice(offset, chunk_rows))
+            if on_progress:
+                on_progress(sent)
+    finally:
+        report = producer.close()  # never raises: a close after a failure cannot replace the first error
+    return _checked(report)
 
 
 def load_csv(
@@ -47,18 +55,18 @@ def load_csv(
     exchange: str | None = None, company_info: Path | None = None, on_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None, dataset: Dataset = Dataset.TRADES,
 ) -> tuple[LoadStats, DeliveryReport]:
-    """CSV file → trades topic, streaming in chunks. Bad rows are in the returned stats, good ones are sent.
+    """CSV file → its topic, streaming in chunks. Bad rows are in the returned stats, good ones are sent.
 
     `should_stop` is polled between chunks (SIGINT/SIGTERM): reading stops, and what was queued is still flushed.
     """
+    if dataset not in (Dataset.TRADES, Dataset.QUOTES):
+        raise ValueError(f"CSV loading supports trades and quotes, not {dataset}")
+    stats = LoadStats()
+    chunks = read_ticks(dataset.value, path, layout, symbol, exchange, company_info,  # type: ignore[arg-type]
+                        settings.csv_chunk_rows, stats)
     ensure_topics(settings, bootstrap)
     producer = TickProducer(settings, bootstrap, registry_for(settings))
-    stats = LoadStats()
     try:
-        if dataset not in (Dataset.TRADES, Dataset.QUOTES):
-            raise ValueError(f"CSV loading supports trades and quotes, not {dataset}")
-        chunks = read_ticks(dataset.value, path, layout, symbol, exchange, company_info,  # type: ignore[arg-type]
-                            settings.csv_chunk_rows, stats)
         for chunk in chunks:
             sent = producer.send(dataset, chunk)
             if on_progress:
@@ -67,7 +75,7 @@ def load_csv(
                 stats.interrupted = True
                 break
     finally:
-        report = producer.close()
+        report = producer.close()  # never raises: a close after a failure cannot replace the first error
     return stats, _checked(report)
 
 
@@ -100,14 +108,71 @@ def _checked(report: DeliveryReport) -> DeliveryReport:
     return report
 
 
+def _deduper(catalog: Catalog, settings: Settings, dataset: Dataset) -> Deduper:
+    # the deduper reads the lake from the consumer thread while the lander commits: its own table object
+    reader = ensure_table(catalog, settings, dataset)
+    if "sequence" in reader.schema().column_names:
+        return SequenceTracker(lambda keys: landed_ranges(reader, keys))
+    return NaturalKeyDeduper(NATURAL_KEYS[dataset], lambda columns: landed_keys(reader, columns))
+
+
+def build_ingestor(settings: Settings, bootstrap: str, dataset: Dataset) -> LakeIngestor:
+    """A consumer of `dataset`'s topic wired to its table, the quality table, the registry and the DLQ."""
+    catalog = open_catalog(settings)
+    table = ensure_table(catalog, settings, dataset)
+    quality_table = ensure_quality_table(catalog, settings)
+    topic = topic_for(settings, dataset)
+    cluster = cluster_id(bootstrap)
+    crash = CrashPoints(settings.crash_at)
+    preparer = BatchPreparer(
+        dataset, topic, registry_for(settings).schema, DeadLetterWriter(settings, bootstrap),
+        _deduper(catalog, settings, dataset), dt.timedelta(seconds=settings.max_future_skew_seconds),
+    )
+    committer = LakeCommitter(dataset, table, quality_table, topic, cluster, crash)
+    config = consumer_config(settings, bootstrap, ingest_group(settings, dataset), f".{dataset.value}")
+    return LakeIngestor(settings, config, topic, preparer, committer, quality_table, cluster, crash)
+
+
 def ingest(
     settings: Settings, bootstrap: str, dataset: Dataset = Dataset.TRADES, max_messages: int | None = None,
     idle_seconds: float | None = None, on_progress: Callable[[IngestReport], None] | None = None,
 ) -> IngestReport:
     """Consume the dataset's topic into its Iceberg table until idle (or `max_messages`)."""
     ensure_topics(settings, bootstrap)
-    catalog = open_catalog(settings)
-    table = ensure_table(catalog, settings, dataset)
-    quality = ensure_quality_table(catalog, settings)
-    ingestor = LakeIngestor(settings, bootstrap, dataset, table, registry_for(settings), quality)
+    ingestor = build_ingestor(settings, bootstrap, dataset)
     return ingestor.run(max_messages=max_messages, idle_seconds=idle_seconds, on_progress=on_progress)
+
+
+def datasets_with_topics(settings: Settings, bootstrap: str) -> list[Dataset]:
+    """The datasets whose topic exists on the cluster (what `k2 ingest` consumes by default)."""
+    existing = set(wait_for_kafka(bootstrap, settings.kafka_connect_timeout_seconds).list_topics(timeout=10).topics)
+    return [d for d in Dataset if topic_for(settings, d) in existing]
+
+
+def ingest_many(
+    settings: Settings, bootstrap: str, datasets: list[Dataset], idle_seconds: float | None = None,
+    max_messages: int | None = None,
+    on_progress: Callable[[Dataset, IngestReport], None] | None = None,
+) -> dict[Dataset, IngestReport]:
+    """Consume several datasets at once, one consumer thread each; the first error is raised once all stop."""
+    ensure_topics(settings, bootstrap)
+    catalog = open_catalog(settings)
+    for dataset in datasets:  # tables are created here, not by several threads at once
+        ensure_table(catalog, settings, dataset)
+    ensure_quality_table(catalog, settings)
+
+    def run(dataset: Dataset) -> IngestReport:
+        progress = (lambda report: on_progress(dataset, report)) if on_progress else None
+        return build_ingestor(settings, bootstrap, dataset).run(max_messages, idle_seconds, progress)
+
+    with ThreadPoolExecutor(max(1, len(datasets)), thread_name_prefix="k2-ingest") as pool:
+        futures = {d: pool.submit(run, d) for d in datasets}
+        reports, first_error = {}, None
+        for dataset, future in futures.items():
+            try:
+                reports[dataset] = future.result()
+            except BaseException as exc:  # wait for the others, then raise the first
+                first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return reports

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
+from k2.errors import CatalogError
 from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
 from k2.schemas import Dataset, iceberg_schema
 from k2.settings import Settings
 
 
-def open_catalog(settings: Settings) -> Catalog:
-    """The configured catalog; the default is SQLite + a local warehouse under K2_HOME."""
-    return SqlCatalog(
-        settings.catalog_name, uri=settings.resolved_catalog_uri, warehouse=settings.resolved_warehouse
-    )
+@contextlib.contextmanager
+def catalog_errors(where: str) -> Iterator[None]:
+    """A catalog database or table metadata that cannot be read becomes one CatalogError saying which."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise CatalogError(f"the Iceberg catalog {where} cannot be used: {cause}") from None
+    except (OSError, ValueError) as exc:  # unreadable or corrupt metadata files (JSON, Avro manifests)
+        raise CatalogError(f"the Iceberg metadata of {where} cannot be read: {exc}") from None
+
+
+def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
+    """The configured catalog; the default is SQLite + a local warehouse under K2_HOME (created for writers; a
+    reader may open a read-only home)."""
+    if writable and not settings.catalog_uri:
+        settings.home_dir  # noqa: B018 - creates K2_HOME, or says clearly why it cannot
+    uri = settings.resolved_catalog_uri
+    with catalog_errors(uri):
+        return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.resolved_warehouse)
 
 
 def table_identifier(settings: Settings, dataset: Dataset) -> tuple[str, str]:
@@ -29,7 +47,8 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset, _retry:
     """Load the dataset's table, creating namespace and table with K2's layout if they do not exist."""
     identifier = table_identifier(settings, dataset)
     try:
-        return _evolved(_with_properties(catalog.load_table(identifier)), dataset)
+        with catalog_errors(".".join(identifier)):
+            return _evolved(_with_properties(catalog.load_table(identifier)), dataset)
     except NoSuchTableError:
         pass
     schema = iceberg_schema(dataset)
@@ -72,7 +91,9 @@ def _with_properties(table: Table) -> Table:
 
 
 def load_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Table | None:
+    identifier = table_identifier(settings, dataset)
     try:
-        return catalog.load_table(table_identifier(settings, dataset))
+        with catalog_errors(".".join(identifier)):
+            return catalog.load_table(identifier)
     except NoSuchTableError:
         return None

@@ -1,28 +1,38 @@
-"""The `data_quality` table: per commit and (exchange, symbol, day), what arrived, landed, was dropped or late.
+"""The `data_quality` table: per landed batch and (exchange, symbol, day), what arrived, landed, was dropped or late.
 
-Appended right after the data commit it describes. Counts of duplicates/late rows come from the consumer; gaps and
-missing counts describe the key's state after the commit (derived from what landed, so exact).
+Exact after any crash (docs/decisions/0009): a batch's quality rows are written to a Parquet file *before* its data
+commit, and that data snapshot's summary points to the file and names the batch. Adding the file to this table
+is a second commit; if a crash comes between the two, `reconcile` adds it on the next start. Each batch is added
+at most once (the quality snapshot names the batch, and a racing writer re-checks after a lost commit), and the
+quality view counts only batches in the data table's current ancestry, so a rollback removes their counts too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import random
-import time
+import itertools
+import uuid
 from collections.abc import Mapping
 from typing import Protocol
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.io.pyarrow import parquet_file_to_data_file, write_file
+from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import Table, WriteTask
 from pyiceberg.types import DateType, LongType, NestedField, StringType, TimestamptzType
 
 from k2.lake.sequences import Key
+from k2.lake.snapshots import ancestry, property_of
+from k2.retry import retry
 from k2.settings import Settings
 
 QUALITY_TABLE = "data_quality"
+BATCH_PROPERTY = "k2.batch"  # on a data snapshot: the id of the batch it landed
+QUALITY_FILE_PROPERTY = "k2.quality.file"  # on a data snapshot: that batch's quality rows (a Parquet file)
+APPLIED_PROPERTY = "k2.quality.batches"  # on a quality snapshot: the batch ids whose rows it added
 
 QUALITY_SCHEMA = Schema(
     NestedField(1, "dataset", StringType(), required=True),
@@ -30,16 +40,19 @@ QUALITY_SCHEMA = Schema(
     NestedField(3, "symbol", StringType(), required=True),
     NestedField(4, "day", DateType(), required=True, doc="UTC day of the ticks"),
     NestedField(5, "committed_at", TimestamptzType(), required=True),
-    NestedField(6, "snapshot_id", LongType(), required=False, doc="data snapshot this batch landed in"),
+    NestedField(6, "snapshot_id", LongType(), required=False, doc="unused since batch ids (kept for old rows)"),
     NestedField(7, "received", LongType(), required=True),
     NestedField(8, "landed", LongType(), required=True),
     NestedField(9, "duplicates", LongType(), required=True, doc="dropped: sequence already landed"),
     NestedField(10, "late", LongType(), required=True, doc="landed, but arrived after a higher sequence"),
     NestedField(11, "first_sequence", LongType(), required=True),
     NestedField(12, "last_sequence", LongType(), required=True),
-    NestedField(13, "gaps", LongType(), required=True, doc="holes in the landed sequences after this commit"),
+    NestedField(13, "gaps", LongType(), required=True, doc="holes in the landed sequences after this batch"),
     NestedField(14, "missing", LongType(), required=True, doc="sequence numbers inside those holes"),
+    NestedField(15, "batch", StringType(), required=False, doc="the batch (data snapshot property k2.batch)"),
 )
+
+_COUNTS = ("received", "landed", "duplicates", "late", "first_sequence", "last_sequence", "gaps", "missing")
 
 
 class QualityCounts(Protocol):
@@ -53,41 +66,103 @@ class QualityCounts(Protocol):
     missing: int
 
 
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
 def ensure_quality_table(catalog: Catalog, settings: Settings) -> Table:
     identifier = (settings.namespace, QUALITY_TABLE)
     try:
-        return catalog.create_table_if_not_exists(identifier, schema=QUALITY_SCHEMA)
+        table = catalog.create_table_if_not_exists(identifier, schema=QUALITY_SCHEMA)
     except Exception:  # created concurrently by another consumer
-        if catalog.table_exists(identifier):
-            return catalog.load_table(identifier)
-        raise
+        if not catalog.table_exists(identifier):
+            raise
+        table = catalog.load_table(identifier)
+    if "batch" not in table.schema().column_names:  # a table made by an older K2
+        with table.update_schema() as update:
+            update.union_by_name(QUALITY_SCHEMA)
+    return table
 
 
-def append_quality(
-    table: Table, dataset: str, snapshot_id: int | None, quality: Mapping[Key, QualityCounts]
-) -> None:
-    if not quality:
-        return
-    now = dt.datetime.now(dt.UTC)
+def quality_rows(dataset: str, batch: str, quality: Mapping[Key, QualityCounts]) -> pa.Table:
     keys = list(quality)
     stats = [quality[k] for k in keys]
-    columns = {
+    now = dt.datetime.now(dt.UTC)
+    return pa.table({
         "dataset": [dataset] * len(keys),
         "exchange": [k[0] for k in keys],
         "symbol": [k[1] for k in keys],
         "day": [k[2] for k in keys],
         "committed_at": [now] * len(keys),
-        "snapshot_id": [snapshot_id] * len(keys),
-        **{name: [getattr(s, name) for s in stats] for name in (
-            "received", "landed", "duplicates", "late", "first_sequence", "last_sequence", "gaps", "missing")},
-    }
-    rows = pa.table(columns).cast(table.schema().as_arrow())
-    for attempt in range(40):  # several consumers record quality into one table: retry lost commit races
-        try:
-            table.refresh()
-            table.append(rows)
-            return
-        except CommitFailedException:
-            if attempt == 39:
-                raise
-            time.sleep(min(1.0, 0.02 * 2 ** min(attempt, 6)) * (0.5 + random.random()))
+        "snapshot_id": pa.nulls(len(keys), pa.int64()),
+        **{name: [getattr(s, name) for s in stats] for name in _COUNTS},
+        "batch": [batch] * len(keys),
+    })
+
+
+def write_quality_file(table: Table, rows: pa.Table) -> DataFile:
+    """The rows as one Parquet file in the quality table's location, not yet part of the table."""
+    metadata = table.metadata
+    task = WriteTask(uuid.uuid4(), next(itertools.count()), metadata.schema(),
+                     rows.cast(metadata.schema().as_arrow()).to_batches())
+    (data_file,) = write_file(table.io, metadata, iter([task]))
+    return data_file
+
+
+# how far before a batch's data commit another host's clock may be, when looking for who added its quality rows
+_CLOCK_SLACK_MS = 10 * 60 * 1000
+
+
+def applied_batches(table: Table, since_ms: int | None = None) -> set[str]:
+    """Batch ids whose quality rows the table holds (from its snapshot summaries: metadata only). With
+    `since_ms`, only quality snapshots from about then on are looked at: rows of a batch committed at that time
+    cannot have been added earlier."""
+    found: set[str] = set()
+    for snapshot in ancestry(table.metadata):
+        if since_ms is not None and snapshot.timestamp_ms < since_ms - _CLOCK_SLACK_MS:
+            break
+        text = property_of(snapshot, APPLIED_PROPERTY)
+        if text:
+            found.update(text.split(","))
+    return found
+
+
+def apply(
+    table: Table, files: dict[str, DataFile], since_ms: int | None = None, give_up_after: float = 120.0
+) -> list[str]:
+    """Add the quality files of `files` (batch id → file) not yet in the table, in one commit; returns the batch
+    ids it added. Several consumers share this table: after a lost commit race it re-checks what is there.
+    `since_ms`: the batches' data commit time, which bounds how far back to look."""
+
+    def attempt() -> list[str]:
+        table.refresh()
+        done = applied_batches(table, since_ms)
+        todo = {batch: file for batch, file in files.items() if batch not in done}
+        if todo:
+            with table.transaction() as transaction, transaction.update_snapshot(
+                snapshot_properties={APPLIED_PROPERTY: ",".join(sorted(todo))}
+            ).fast_append() as append_files:
+                for data_file in todo.values():
+                    append_files.append_data_file(data_file)
+        return sorted(todo)
+
+    return retry(attempt, CommitFailedException, give_up_after)
+
+
+def reconcile(data_table: Table, quality_table: Table) -> list[str]:
+    """Add the quality files of landed batches that a crash kept out of the quality table; returns their batch
+    ids. Looks at the data table's ancestry (metadata only) and reads the footers of just the missing files."""
+    data_table.refresh()
+    quality_table.refresh()
+    done = applied_batches(quality_table)
+    missing = {}
+    for snapshot in ancestry(data_table.metadata):
+        batch, path = property_of(snapshot, BATCH_PROPERTY), property_of(snapshot, QUALITY_FILE_PROPERTY)
+        if batch and path and batch not in done:
+            missing[batch] = parquet_file_to_data_file(quality_table.io, quality_table.metadata, path)
+    return apply(quality_table, missing) if missing else []
+
+
+def landed_batches(data_table: Table) -> list[str]:
+    """Batch ids of the data table's current ancestry: the batches whose quality counts stand."""
+    return [b for s in ancestry(data_table.metadata) if (b := property_of(s, BATCH_PROPERTY))]

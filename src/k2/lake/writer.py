@@ -1,11 +1,9 @@
-"""Appending batches to Iceberg with the Kafka offsets they came from, in the same atomic commit."""
+"""Writing batches to Iceberg: data files first, then one commit that adds them with the Kafka offsets (and any
+other properties) they carry, retried against concurrent writers with the offsets re-merged on every attempt."""
 
 from __future__ import annotations
 
 import itertools
-import json
-import random
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -21,42 +19,14 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
 from k2.lake.layout import SORT_COLUMNS
-
-OFFSETS_PROPERTY = "k2.kafka.offsets"
+from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets, landed_offsets, merged
+from k2.retry import retry
 
 
 @dataclass(frozen=True)
-class LandedOffsets:
-    """The next Kafka offset to read per partition, as recorded in an Iceberg snapshot summary."""
-
-    cluster_id: str
-    topic: str
-    next_offsets: dict[int, int]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"cluster": self.cluster_id, "topic": self.topic,
-             "next": {str(p): o for p, o in sorted(self.next_offsets.items())}},
-            separators=(",", ":"),
-        )
-
-    @staticmethod
-    def from_json(text: str) -> LandedOffsets:
-        data = json.loads(text)
-        return LandedOffsets(data["cluster"], data["topic"], {int(p): int(o) for p, o in data["next"].items()})
-
-
-def landed_offsets(table: Table, topic: str) -> LandedOffsets | None:
-    """The newest offsets recorded for `topic` in the table's snapshots (compactions record none)."""
-    snapshots = sorted(table.metadata.snapshots, key=lambda s: s.sequence_number or 0, reverse=True)
-    for snapshot in snapshots:
-        summary = snapshot.summary
-        text = summary.additional_properties.get(OFFSETS_PROPERTY) if summary else None
-        if text:
-            offsets = LandedOffsets.from_json(text)
-            if offsets.topic == topic:
-                return offsets
-    return None
+class Committed:
+    snapshot_id: int
+    attempts: int  # > 1: another writer committed first, and the commit was retried on the fresh table
 
 
 def conform(batch: pa.Table, table: Table) -> pa.Table:
@@ -108,9 +78,11 @@ def _run_starts(columns: list[pa.ChunkedArray]) -> list[int]:
     return np.flatnonzero(change).tolist()
 
 
-def _write_data_files(table: Table, parts: list[tuple[PartitionKey | None, pa.Table]]) -> list[DataFile]:
-    """Parquet files for every partition slice (written in parallel by pyiceberg), not yet committed."""
+def write_data_files(table: Table, batch: pa.Table) -> list[DataFile]:
+    """Parquet files of `batch`, one or more per partition, sorted (written in parallel by pyiceberg); not yet
+    committed, so invisible to readers until `commit_files`."""
     metadata = table.metadata
+    parts = split_by_partition(conform(batch, table), metadata)
     target = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
                              TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
     assert target is not None
@@ -123,40 +95,41 @@ def _write_data_files(table: Table, parts: list[tuple[PartitionKey | None, pa.Ta
     return list(write_file(table.io, metadata, tasks))
 
 
-def _merged_offsets(table: Table, offsets: LandedOffsets) -> dict[str, str]:
-    previous = landed_offsets(table, offsets.topic)
-    merged = dict(previous.next_offsets) if previous and previous.cluster_id == offsets.cluster_id else {}
-    for partition, offset in offsets.next_offsets.items():  # offsets only move forward
-        merged[partition] = max(offset, merged.get(partition, offset))
-    return {OFFSETS_PROPERTY: LandedOffsets(offsets.cluster_id, offsets.topic, merged).to_json()}
+def commit_files(
+    table: Table, data_files: list[DataFile], offsets: LandedOffsets | None = None,
+    properties: dict[str, str] | None = None, give_up_after: float = 120.0,
+) -> Committed:
+    """Add `data_files` (may be none: a snapshot that only records offsets) in one Iceberg commit whose summary
+    holds `properties` and the offsets merged with the newest recorded ones.
 
-
-def append(table: Table, batch: pa.Table, offsets: LandedOffsets | None = None, give_up_after: float = 120.0) -> int:
-    """Append `batch` (plus merged landed offsets) in one Iceberg commit; returns the new snapshot id.
-
-    The data files are written once. Another writer committing first (a second consumer of the group, compaction)
-    makes the commit fail; the table is refreshed, the offsets re-merged with the winner's, and the commit of the
-    same files retried.
+    Another writer committing first (a second consumer of the group, compaction) makes the commit fail; the
+    table is refreshed, the offsets re-merged with the winner's, and the same files committed again.
     """
+    attempts = 0
+
+    def attempt() -> int:
+        nonlocal attempts
+        attempts += 1
+        summary = dict(properties or {})
+        if offsets is not None:
+            summary[OFFSETS_PROPERTY] = merged(landed_offsets(table.metadata, offsets.topic), offsets).to_json()
+        with table.transaction() as transaction, transaction.update_snapshot(
+            snapshot_properties=summary
+        ).fast_append() as append_files:
+            for data_file in data_files:
+                append_files.append_data_file(data_file)
+        snapshot = table.current_snapshot()
+        assert snapshot is not None
+        return snapshot.snapshot_id
+
+    def refresh(_: BaseException) -> None:
+        table.refresh()
+
+    snapshot_id = retry(attempt, CommitFailedException, give_up_after, before_retry=refresh)
+    return Committed(snapshot_id, attempts)
+
+
+def append(table: Table, batch: pa.Table, offsets: LandedOffsets | None = None) -> int:
+    """Write and commit `batch` (plus merged landed offsets); returns the new snapshot id."""
     table.refresh()
-    data_files = _write_data_files(table, split_by_partition(conform(batch, table), table.metadata))
-    deadline = time.monotonic() + give_up_after
-    attempt = 0
-    while True:
-        properties = _merged_offsets(table, offsets) if offsets is not None else {}
-        try:
-            with table.transaction() as transaction, transaction.update_snapshot(
-                snapshot_properties=properties
-            ).fast_append() as append_files:
-                for data_file in data_files:
-                    append_files.append_data_file(data_file)
-            break
-        except CommitFailedException:
-            if time.monotonic() > deadline:
-                raise
-            attempt += 1
-            time.sleep(min(1.0, 0.02 * 2 ** min(attempt, 6)) * (0.5 + random.random()))  # jittered backoff
-            table.refresh()
-    snapshot = table.current_snapshot()
-    assert snapshot is not None
-    return snapshot.snapshot_id
+    return commit_files(table, write_data_files(table, batch), offsets).snapshot_id

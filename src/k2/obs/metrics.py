@@ -22,7 +22,6 @@ SEQUENCE_MISSING = Gauge(
 )
 PRODUCED = Counter("k2_produce_records", "Records queued to Kafka by the producer", ["topic"])
 PRODUCE_FAILURES = Counter("k2_produce_failures", "Records the broker did not acknowledge", ["topic"])
-CSV_ROWS = Counter("k2_csv_rows", "CSV rows by outcome (read, rejected)", ["outcome"])
 
 
 def serve(port: int, address: str = "127.0.0.1") -> None:

@@ -23,14 +23,19 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.table import Table
 
-from k2.lake.catalog import load_table, open_catalog
-from k2.lake.quality import QUALITY_TABLE
+from k2.errors import QueryError
+from k2.lake.catalog import catalog_errors, load_table, open_catalog
+from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
+from k2.lake.quality import QUALITY_TABLE, landed_batches
+from k2.lake.snapshots import ancestry, property_of, require_snapshot
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
 
-_INTERVAL = re.compile(r"^(\d+)\s*(s|sec|m|min|h|hour|d|day)$")
+_INTERVAL = re.compile(r"^(\d{1,9})\s*(s|sec|m|min|h|hour|d|day)$")
 _UNITS = {"s": "second", "sec": "second", "m": "minute", "min": "minute", "h": "hour", "hour": "hour",
           "d": "day", "day": "day"}
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+MAX_INTERVAL_DAYS = 366
 
 
 _PRICE = pa.decimal128(18, 8)
@@ -51,16 +56,21 @@ QUALITY_VIEW_SCHEMA = pa.schema([
 ])
 
 
-class QueryError(ValueError):
-    """A query parameter is invalid (names the parameter and what is accepted)."""
+SNAPSHOTS_SCHEMA = pa.schema([
+    ("snapshot_id", pa.int64()), ("committed_at", _TS), ("operation", pa.string()), ("added_rows", pa.int64()),
+    ("total_rows", pa.int64()), ("kafka_offsets", pa.string()),
+])
 
 
 def parse_interval(text: str) -> str:
-    """'1m', '5min', '1h', '1d' → a DuckDB INTERVAL literal."""
+    """'1m', '5min', '1h', '1d' → a DuckDB INTERVAL literal; at most a year."""
     match = _INTERVAL.match(text.strip().lower())
     if not match or int(match.group(1)) <= 0:
         raise QueryError(f"interval {text!r} is not like 1m, 5m, 15m, 1h, 1d")
-    return f"{int(match.group(1))} {_UNITS[match.group(2)]}"
+    count, unit = int(match.group(1)), _UNITS[match.group(2)]
+    if count * _UNIT_SECONDS[unit] > MAX_INTERVAL_DAYS * 86_400:
+        raise QueryError(f"interval {text!r} is longer than {MAX_INTERVAL_DAYS} days")
+    return f"{count} {unit}"
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -82,7 +92,7 @@ class QueryEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._catalog = open_catalog(settings)
+        self._catalog = open_catalog(settings, writable=False)
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
 
@@ -95,6 +105,26 @@ class QueryEngine:
 
     def table(self, dataset: Dataset) -> Table | None:
         return load_table(self._catalog, self._settings, dataset)
+
+    def snapshots(self, dataset: Dataset) -> pa.Table:
+        """The table's current history, newest first, with the Kafka offsets each snapshot had landed up to."""
+        table = self.table(dataset)
+        if table is None:
+            return SNAPSHOTS_SCHEMA.empty_table()
+        rows = []
+        for snapshot in ancestry(table.metadata):
+            summary = snapshot.summary
+            extra = summary.additional_properties if summary is not None else {}
+            offsets = property_of(snapshot, OFFSETS_PROPERTY)
+            rows.append({
+                "snapshot_id": snapshot.snapshot_id,
+                "committed_at": dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
+                "operation": summary.operation.value if summary is not None else None,
+                "added_rows": int(extra.get("added-records", 0)),
+                "total_rows": int(extra.get("total-records", 0)),
+                "kafka_offsets": _describe_offsets(offsets),
+            })
+        return pa.Table.from_pylist(rows, schema=SNAPSHOTS_SCHEMA)
 
     def _filter(self, symbols: list[str] | None, span: TimeRange) -> BooleanExpression:
         # pyiceberg's predicate classes are pydantic models whose stubs hide the positional constructor
@@ -117,10 +147,18 @@ class QueryEngine:
 
     @staticmethod
     def _plan(table: Table | None, row_filter: BooleanExpression, snapshot_id: int | None = None) -> list[str]:
-        if table is None or table.current_snapshot() is None:
+        if table is None:
+            if snapshot_id is not None:
+                raise QueryError(f"snapshot {snapshot_id}: the table does not exist yet")
+            return []
+        if snapshot_id is not None:
+            require_snapshot(table, snapshot_id)
+        if table.current_snapshot() is None:
             return []
         paths = []
-        for task in table.scan(row_filter=row_filter, snapshot_id=snapshot_id).plan_files():
+        with catalog_errors(".".join(table.name())):
+            tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot_id).plan_files())
+        for task in tasks:
             if task.delete_files:
                 raise QueryError(f"{table.name()} has delete files; K2 tables are append/overwrite only")
             paths.append(task.file.file_path.removeprefix("file://"))
@@ -159,6 +197,19 @@ class QueryEngine:
         return self._run(
             f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
         )
+
+    def count(
+        self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
+        snapshot_id: int | None = None,
+    ) -> int:
+        """How many rows `ticks` would return without a limit."""
+        span = span or TimeRange()
+        files = self.files(dataset, symbols, span, snapshot_id)
+        if not files:
+            return 0
+        where, params = self._where(symbols, span)
+        result = self._run(f"SELECT count(*) AS n FROM {{source}} WHERE {where}", files, params)
+        return int(result.column("n")[0].as_py())
 
     def trades(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
@@ -219,19 +270,38 @@ class QueryEngine:
 
     def quality(self, symbols: list[str] | None = None) -> pa.Table:
         """Per (dataset, exchange, symbol, day): rows received/landed, duplicates dropped, late rows, and the
-        current gaps (count and missing sequence numbers) with the landed sequence span."""
-        table = self._catalog.load_table((self._settings.namespace, QUALITY_TABLE)) if self._catalog.table_exists(
-            (self._settings.namespace, QUALITY_TABLE)) else None
+        current gaps (count and missing sequence numbers) with the landed sequence span. Only batches in each data
+        table's current ancestry count: a rolled-back batch's counts are gone with its rows."""
+        identifier = (self._settings.namespace, QUALITY_TABLE)
+        table = self._catalog.load_table(identifier) if self._catalog.table_exists(identifier) else None
         files = self._plan(table, AlwaysTrue())
         if not files:
             return QUALITY_VIEW_SCHEMA.empty_table()
+        tables = [t for d in Dataset if (t := self.table(d)) is not None]
+        batches = [b for t in tables for b in landed_batches(t)]
+        snapshots = [s.snapshot_id for t in tables for s in ancestry(t.metadata)]  # rows from before batch ids
         where, params = self._where(symbols, TimeRange())
-        return self._run(
-            "SELECT dataset, exchange, symbol, day, sum(received)::BIGINT AS received, sum(landed)::BIGINT AS landed, "
-            "sum(duplicates)::BIGINT AS duplicates, sum(late)::BIGINT AS late, "
-            "arg_max(first_sequence, committed_at) AS first_sequence, "
-            "arg_max(last_sequence, committed_at) AS last_sequence, "
-            "arg_max(gaps, committed_at) AS gaps, arg_max(missing, committed_at) AS missing "
-            f"FROM {{source}} WHERE {where} GROUP BY ALL ORDER BY ALL",
-            files, params,
-        )
+        self._con.register("_k2_batches", pa.table({"batch": pa.array(batches, pa.string())}))
+        self._con.register("_k2_snapshots", pa.table({"snapshot_id": pa.array(snapshots, pa.int64())}))
+        try:
+            return self._run(
+                "SELECT dataset, exchange, symbol, day, sum(received)::BIGINT AS received, "
+                "sum(landed)::BIGINT AS landed, sum(duplicates)::BIGINT AS duplicates, sum(late)::BIGINT AS late, "
+                "arg_max(first_sequence, committed_at) AS first_sequence, "
+                "arg_max(last_sequence, committed_at) AS last_sequence, "
+                "arg_max(gaps, committed_at) AS gaps, arg_max(missing, committed_at) AS missing "
+                f"FROM {{source}} WHERE {where} AND (batch IN (SELECT batch FROM _k2_batches) "
+                "OR (batch IS NULL AND snapshot_id IN (SELECT snapshot_id FROM _k2_snapshots))) "
+                "GROUP BY ALL ORDER BY ALL",
+                files, params,
+            )
+        finally:
+            self._con.unregister("_k2_batches")
+            self._con.unregister("_k2_snapshots")
+
+
+def _describe_offsets(text: str | None) -> str | None:
+    if not text:
+        return None
+    offsets = LandedOffsets.from_json(text)
+    return f"{offsets.topic} " + " ".join(f"{p}:{o}" for p, o in sorted(offsets.next_offsets.items()))

@@ -56,6 +56,7 @@ class FieldInfo:
     scale: int = 0
     fixed_size: int = 0
     doc: str = ""
+    max_length: int | None = None  # strings: the schema's "k2.maxLength" in UTF-8 bytes, enforced on every row
 
 
 @cache
@@ -95,7 +96,7 @@ def _field_info(field: AvroSchema, named: dict[str, AvroSchema], namespace: str)
     if isinstance(avro_type, str):
         if avro_type not in ("string", "long", "int"):
             raise ValueError(f"field {name!r}: unsupported Avro type {avro_type!r}")
-        return FieldInfo(name, avro_type, nullable, doc=doc)
+        return FieldInfo(name, avro_type, nullable, doc=doc, max_length=field.get("k2.maxLength"))
     logical = avro_type.get("logicalType")
     if logical == "timestamp-micros":
         return FieldInfo(name, "timestamp", nullable, doc=doc)
@@ -109,6 +110,12 @@ def _field_info(field: AvroSchema, named: dict[str, AvroSchema], namespace: str)
     if avro_type["type"] == "enum":
         return FieldInfo(name, "enum", nullable, symbols=tuple(avro_type["symbols"]), doc=doc)
     raise ValueError(f"field {name!r}: unsupported Avro type {avro_type!r}")
+
+
+@cache
+def max_lengths(dataset: Dataset) -> dict[str, int]:
+    """Bounded string fields of the dataset's current schema → their maximum length in UTF-8 bytes."""
+    return {f.name: f.max_length for f in field_infos(avro_schema(dataset)) if f.max_length is not None}
 
 
 def _resolve(avro_type: Any, named: dict[str, AvroSchema], namespace: str) -> Any:

@@ -11,8 +11,9 @@ Two layouts:
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from k2.errors import InputError
+from k2.schemas import Dataset, max_lengths
+from k2.sources.lines import RecordBlock, first_record, read_records
+from k2.sources.report import LoadStats, RejectedRow
 
 Layout = Literal["asx", "generic"]
 
@@ -32,28 +38,6 @@ _SIDES = {"": "UNKNOWN", "UNKNOWN": "UNKNOWN", "BUY": "BUY", "B": "BUY", "SELL":
 _BYTES_PER_ROW_GUESS = 64
 
 
-class CsvLayoutError(ValueError):
-    """The file cannot be read in the requested layout at all (as opposed to individual bad rows)."""
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    line: int
-    reason: str
-
-
-@dataclass
-class LoadStats:
-    rows_read: int = 0
-    rows_valid: int = 0
-    interrupted: bool = False
-    rejected: list[RejectedRow] = field(default_factory=list)
-
-    @property
-    def rows_rejected(self) -> int:
-        return len(self.rejected)
-
-
 def detect_layout(path: Path, required: tuple[str, ...] = GENERIC_REQUIRED) -> Layout:
     """generic if the first line is a header naming the required columns, else the ASX layout."""
     names = set(_header(path))
@@ -64,64 +48,54 @@ def asx_symbol(path: Path, company_info: Path | None = None) -> str:
     """Symbol of an ASX file named <company id>.csv, looked up in company_info.csv."""
     info = company_info or path.parent.parent / "reference-data" / "company_info.csv"
     if not info.exists():
-        raise CsvLayoutError(f"no symbol for {path.name}: pass --symbol or --company-info (looked for {info})")
+        raise InputError(f"no symbol for {path.name}: pass --symbol or --company-info (looked for {info})")
     table = pl.read_csv(info, infer_schema=False)
     match = table.filter(pl.col("company_id") == path.stem)
     if match.height != 1:
-        raise CsvLayoutError(f"company id {path.stem!r} (from the file name) is not in {info}")
+        raise InputError(f"company id {path.stem!r} (from the file name) is not in {info}")
     return str(match["symbol"][0])
 
 
-class _LineTracker:
-    """Maps pyarrow's valid rows back to physical line numbers, given the rows it skipped."""
+def _parse_block(block: RecordBlock, names: list[str], rejected: list[RejectedRow]) -> pl.DataFrame:
+    """Parse a block of good records; a record with the wrong number of fields is rejected with its line."""
+    skipped: list[int] = []
 
-    def __init__(self, first_line: int) -> None:
-        self.cursor = first_line
-        self.skipped: list[int] = []
-        self.rejected: list[RejectedRow] = []
-
-    def handler(self, row: pacsv.InvalidRow) -> str:
-        line = row.number if row.number is not None else -1
-        self.skipped.append(line)
-        self.rejected.append(
-            RejectedRow(line, f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:80]!r}")
-        )
+    def invalid(row: pacsv.InvalidRow) -> str:
+        index = (row.number or 0) - 1  # pyarrow counts records, 1-based, within this block
+        skipped.append(index)
+        line = int(block.lines[index]) if 0 <= index < len(block.lines) else -1
+        rejected.append(RejectedRow(
+            line, f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:80]!r}"))
         return "skip"
 
-    def lines_for(self, rows: int) -> np.ndarray:
-        skipped = np.array(sorted(s for s in self.skipped if s >= self.cursor), dtype=np.int64)
-        candidates = np.arange(self.cursor, self.cursor + rows + len(skipped), dtype=np.int64)
-        lines = np.setdiff1d(candidates, skipped, assume_unique=True)[:rows]
-        if rows:
-            self.cursor = int(lines[-1]) + 1
-        return lines
-
-
-def _read_batches(
-    path: Path, names: list[str], header: bool, chunk_rows: int, tracker: _LineTracker
-) -> Iterator[pl.DataFrame]:
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(
-            use_threads=False,  # physical line numbers for rejected rows need in-order parsing
-            block_size=max(1 << 16, chunk_rows * _BYTES_PER_ROW_GUESS),
-            column_names=names,
-            skip_rows=1 if header else 0,
-        ),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=tracker.handler, ignore_empty_lines=False),
+    table = pacsv.read_csv(
+        io.BytesIO(block.data),
+        read_options=pacsv.ReadOptions(use_threads=False, column_names=names, block_size=max(1 << 20, len(block.data))),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
         ),
     )
-    for batch in reader:
-        frame = pl.from_arrow(pa.Table.from_batches([batch]))
-        assert isinstance(frame, pl.DataFrame)
-        yield frame.with_columns(_line=pl.Series(tracker.lines_for(batch.num_rows)))
+    lines = np.delete(block.lines, skipped) if skipped else block.lines
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64))
+
+
+def _frames(path: Path, names: list[str], header: bool, chunk_rows: int, stats: LoadStats) -> Iterator[pl.DataFrame]:
+    """The file's rows as string columns plus `_line`; rows no parser can read go to `stats` here."""
+    for block in read_records(path, max(1 << 10, chunk_rows * _BYTES_PER_ROW_GUESS), skip_first=header):
+        rejected = list(block.rejected)
+        frame = _parse_block(block, names, rejected) if len(block) else None
+        stats.rows_read += len(rejected) + (frame.height if frame is not None else 0)
+        stats.rejected.extend(rejected)
+        if frame is not None and frame.height:
+            yield frame
 
 
 def _header(path: Path) -> list[str]:
-    with open(path, newline="") as handle:
-        return [c.strip().lower() for c in next(csv.reader(handle), [])]
+    """The first line's column names, lower case (a BOM dropped, a bad byte replaced)."""
+    return [c.strip().lower() for c in next(csv.reader([first_record(path)]), [])]
 
 
 def _reason(checks: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
@@ -361,36 +335,43 @@ def read_ticks(
     """Stream `path` as Arrow tables of valid trades or quotes; bad rows go to `stats.rejected` with their line
     number and reason, and never stop the good rows around them."""
     spec = _SPECS[dataset]
-    if not path.exists():
-        raise CsvLayoutError(f"{path}: no such file")
     stats = stats if stats is not None else LoadStats()
     layout = layout or detect_layout(path, spec.generic_required)
     if layout == "asx":
         symbol = symbol or asx_symbol(path, company_info)
-        tracker = _LineTracker(first_line=1)
-        batches = _read_batches(path, spec.asx_columns, False, chunk_rows, tracker)
+        frames = _frames(path, spec.asx_columns, False, chunk_rows, stats)
     else:
-        tracker = _LineTracker(first_line=2)
         header = _header(path)
         missing = [c for c in spec.generic_required if c not in header]
         if missing:
-            raise CsvLayoutError(f"{path}: header lacks required column(s) {missing} (has {header})")
-        batches = _read_batches(path, header, True, chunk_rows, tracker)
+            raise InputError(f"{path}: header lacks required column(s) {missing} (has {header})")
+        frames = _frames(path, header, True, chunk_rows, stats)
     sequencer = _Sequencer()
-    for raw in batches:
+    for raw in frames:
         if layout == "asx":
             frame = spec.asx_frame(raw, symbol or "", exchange or "ASX", sequencer)
         else:
             frame = spec.generic_frame(raw, exchange or "UNKNOWN", sequencer)
+        frame = _bounded(frame, dataset)
         bad = frame.filter(pl.col("_reason").is_not_null()).select("_line", "_reason")
-        stats.rows_read += raw.height + len(tracker.rejected)
-        stats.rejected.extend(tracker.rejected)
-        tracker.rejected.clear()
         stats.rejected.extend(RejectedRow(int(line), str(reason)) for line, reason in bad.iter_rows())
         good = frame.filter(pl.col("_reason").is_null()).select(spec.output)
         stats.rows_valid += good.height
         if good.height:
             yield good.to_arrow()
-    stats.rows_read += len(tracker.rejected)
-    stats.rejected.extend(tracker.rejected)
     stats.rejected.sort(key=lambda r: r.line)
+
+
+def _bounded(frame: pl.DataFrame, dataset: str) -> pl.DataFrame:
+    """A valid row whose text field is longer than the schema allows is rejected (per row, naming the field).
+    Lengths are UTF-8 bytes, what the lake stores (the same as characters for ASCII symbols and codes)."""
+    limits = {name: limit for name, limit in max_lengths(Dataset(dataset)).items() if name in frame.columns}
+    too_long = [(pl.col(name).str.len_bytes() > limit).fill_null(False) for name, limit in limits.items()]
+    if not too_long or not frame.select(pl.any_horizontal(too_long).any()).item():
+        return frame  # the common case: one cheap pass, no rewrite of the reasons
+    reason = pl.col("_reason")
+    for (name, limit), long in zip(limits.items(), too_long, strict=True):
+        message = pl.lit(f"{name} is longer than {limit} bytes (") + pl.col(name).str.len_bytes().cast(
+            pl.String) + pl.lit(")")
+        reason = pl.when(reason.is_null() & long).then(message).otherwise(reason)
+    return frame.with_columns(_reason=reason)

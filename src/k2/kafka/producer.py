@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -11,16 +12,14 @@ from operator import length_hint
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from k2.ingest.avro_codec import encode_batch
-from k2.ingest.kafka import cluster_id, producer_config, topic_for
-from k2.ingest.registry import SchemaRegistry
+from k2.codec.encoder import encode_batch
+from k2.errors import DeliveryError
+from k2.kafka.admin import cluster_id
+from k2.kafka.config import producer_config, topic_for
 from k2.obs.metrics import PRODUCE_FAILURES, PRODUCED
+from k2.registry.base import SchemaRegistry, subject_for
 from k2.schemas import Dataset, avro_schema
 from k2.settings import Settings
-
-
-class DeliveryError(RuntimeError):
-    """Some records were not acknowledged by the broker."""
 
 
 @dataclass
@@ -33,10 +32,6 @@ class DeliveryReport:
     @property
     def delivered(self) -> int:
         return self.queued - self.failed
-
-
-def subject_for(topic: str) -> str:
-    return f"{topic}-value"  # Confluent TopicNameStrategy
 
 
 def with_ingest_ts(table: pa.Table) -> pa.Table:
@@ -55,7 +50,9 @@ class TickProducer:
         self._settings = settings
         self._registry = registry
         self._report = DeliveryReport()
-        self._producer = Producer({**producer_config(settings, bootstrap), "on_delivery": self._on_delivery})
+        self._producer = Producer({
+            **producer_config(settings, bootstrap), "on_delivery": self._on_delivery, "error_cb": self._on_error,
+        })
         self._bootstrap = bootstrap
         self._cluster = cluster_id(bootstrap)
         self._schema_ids: dict[Dataset, int] = {}
@@ -70,6 +67,12 @@ class TickProducer:
         PRODUCE_FAILURES.labels(self._topic).inc()
         if len(self._report.errors) < 20:
             self._report.errors.append(f"{self._topic}: {error.str()}")
+
+    def _on_error(self, error: KafkaError) -> None:
+        # with an error callback, a fatal client error (UNKNOWN_PRODUCER_ID after a broker restart) is reported
+        # here instead of being raised out of flush() as a bare KafkaError, which no `except` clause matches
+        if error.fatal() and len(self._report.errors) < 20:
+            self._report.errors.append(f"the producer failed: {error.str()}")
 
     def schema_id(self, dataset: Dataset) -> int:
         if dataset not in self._schema_ids:
@@ -99,18 +102,19 @@ class TickProducer:
             except BufferError:  # queue full: map() had taken the record that did not fit; serve reports, retry it
                 done = len(values) - length_hint(remaining) - 1
                 self._producer.poll(0.05)
-            except KafkaException as exc:  # fatal, e.g. the idempotent producer after a broker restart
+            except (KafkaException, SystemError) as exc:  # fatal, e.g. the idempotent producer after a broker restart
                 done = len(values) - length_hint(remaining) - 1
                 raise DeliveryError(
                     f"the producer stopped after queueing {self._report.queued + done:,} records "
-                    f"({exc.args[0].str()}); "
+                    f"({_describe(exc)}); "
                     "records from there on were not delivered — the broker may have restarted. Re-run the load: "
                     "re-loading is idempotent"
                 ) from None
         self._producer.poll(0)  # serve delivery reports (failures only)
 
     def close(self, timeout: float = 60.0) -> DeliveryReport:
-        """Flush, then release the client (its connections close now, not at garbage collection)."""
+        """Flush, then release the client (its connections close now, not at garbage collection). Never raises:
+        whatever went wrong is in the report, so a close after a failure cannot hide the first error."""
         report = self.flush(timeout)
         del self._producer
         self._check_same_cluster()
@@ -134,9 +138,9 @@ class TickProducer:
         """Wait for every queued record; records still unacknowledged at the timeout count as failed."""
         try:
             remaining = self._producer.flush(timeout)
-        except (SystemError, KafkaException) as exc:
-            # seen after a broker restart: the idempotent producer's fatal state makes flush() fail in C
-            self._report.errors.append(f"the producer failed while flushing: {exc}")
+        except:  # noqa: E722 - the C client has raised a bare KafkaError here, which is no BaseException
+            # seen after a broker restart: the idempotent producer's fatal state (UNKNOWN_PRODUCER_ID)
+            self._report.errors.append(f"the producer failed while flushing: {_describe_current()}")
             try:
                 remaining = len(self._producer)
             except Exception:
@@ -146,3 +150,16 @@ class TickProducer:
             self._report.failed += remaining
             self._report.errors.append(f"{remaining} records still unacknowledged after {timeout:.0f}s")
         return self._report
+
+
+def _describe_current() -> str:
+    """The error being handled, whatever object the C client raised."""
+    value = sys.exc_info()[1]
+    describe = getattr(value, "str", None)
+    return str(describe() if callable(describe) else value)
+
+
+def _describe(exc: BaseException) -> str:
+    """A Kafka exception's error text (KafkaException carries a KafkaError as its first argument)."""
+    describe = getattr(exc.args[0], "str", None) if exc.args else None
+    return str(describe() if callable(describe) else exc)

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from k2.arrow_util import decimal_from_unscaled
+from k2.errors import UnsupportedSchemaError
 from k2.schemas import FieldInfo
 
 U8 = npt.NDArray[np.uint8]
@@ -37,10 +38,6 @@ _TIME_RANGE = {  # 0001-01-01 .. 9999-12-31, in epoch microseconds and epoch day
     "timestamp": (-62_135_596_800_000_000, 253_402_300_799_999_999),
     "date": (-719_162, 2_932_896),
 }
-
-
-class UnsupportedSchemaError(ValueError):
-    """The schema has a field this decoder does not handle; the caller uses the general decoder."""
 
 
 @dataclass

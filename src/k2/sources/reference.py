@@ -17,8 +17,10 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from k2.ingest.csv_loader import ASX_TIMEZONE, CsvLayoutError, LoadStats, RejectedRow
+from k2.errors import InputError
 from k2.schemas import Dataset
+from k2.sources.csv_ticks import ASX_TIMEZONE
+from k2.sources.report import LoadStats, RejectedRow
 
 NO_RECORDS = "--- NO RECORDS TO REPORT ---"
 INSTRUMENT_COLUMNS = ["exchange", "symbol", "name", "isin", "currency", "lot_size", "tick_size", "listing_status",
@@ -142,7 +144,7 @@ def _asx_actions(frame: pl.DataFrame, action: str, exchange: str, symbols: dict[
 def read_reference(path: Path, exchange: str | None = None, company_info: Path | None = None) -> ReferenceBatch:
     """Parse one reference-data file; bad rows are in the stats with their line number and reason."""
     if not path.exists():
-        raise CsvLayoutError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     frame = _read(path)
     columns = set(frame.columns)
     stats = LoadStats()
@@ -159,7 +161,7 @@ def read_reference(path: Path, exchange: str | None = None, company_info: Path |
                               _asx_actions(frame, action, exchange, _symbols(info), stats), stats)
     if {"symbol", "name", "currency"} <= columns:
         return ReferenceBatch(Dataset.REFERENCE, _generic_instruments(frame, exchange, stats), stats)
-    raise CsvLayoutError(
+    raise InputError(
         f"{path}: not a known reference layout (header {sorted(columns - {'_line'})}); expected ASX company_info, "
         "dividends, stock_splits or mergers, or a generic file with symbol,name,currency"
     )

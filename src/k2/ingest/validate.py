@@ -7,11 +7,20 @@ import datetime as dt
 import polars as pl
 import pyarrow as pa
 
-from k2.ingest.decoding import MESSAGE_INDEX
-from k2.schemas import Dataset
+from k2.codec.records import MESSAGE_INDEX
+from k2.schemas import Dataset, max_lengths
+
+
+def _length_checks(dataset: Dataset) -> list[tuple[pl.Expr, str]]:
+    return [(pl.col(name).str.len_bytes() > limit, f"{name} is longer than {limit} bytes")
+            for name, limit in max_lengths(dataset).items()]
 
 
 def _checks(dataset: Dataset, latest: dt.datetime) -> list[tuple[pl.Expr, str]]:
+    return [*_length_checks(dataset), *_value_checks(dataset, latest)]
+
+
+def _value_checks(dataset: Dataset, latest: dt.datetime) -> list[tuple[pl.Expr, str]]:
     future = (pl.col("ts") > pl.lit(latest), f"timestamp is in the future (beyond {latest.isoformat()})")
     empty_symbol = (pl.col("symbol").str.strip_chars() == "", "symbol is empty")
     if dataset is Dataset.TRADES:

@@ -1,25 +1,27 @@
-"""Decoding a batch of Kafka records into one Arrow table, isolating every record that cannot be decoded.
+"""Decoding a batch of Confluent-framed records into one Arrow table, isolating every record that does not decode.
 
-Fast path: the vectorised decoder (k2.ingest.avro_decode), per writer schema id; it flags each malformed record
-with the reason, so a bad record costs only itself. Schemas with field kinds the fast path does not handle go
-through polars' native block decoder, and record by record with fastavro if that block fails.
+Per writer schema id: the vectorised decoder (k2.codec.decoder) flags each malformed record with the reason, so a
+bad record costs only itself. Schemas with field kinds it does not handle take the general path (k2.codec.container).
+Schemas come from an injected lookup (the registry), so this module does no I/O of its own.
 """
 
 from __future__ import annotations
 
-import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import fastavro
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
-from k2.ingest.avro_codec import DecodeError, WireRecords, decode_bodies, split_headers
-from k2.ingest.avro_decode import UnsupportedSchemaError, decode_columns
-from k2.ingest.registry import SchemaNotFoundError, SchemaRegistry
+from k2.codec.container import decode_bodies, decode_each
+from k2.codec.decoder import decode_columns
+from k2.codec.framing import WireRecords, split_headers
+from k2.errors import DecodeError, SchemaNotFoundError, UnsupportedSchemaError
 from k2.schemas import AvroSchema, Dataset, arrow_schema, field_infos
+
+SchemaLookup = Callable[[int], AvroSchema]  # raises SchemaNotFoundError for an unknown id
 
 MESSAGE_INDEX = "_msg"  # column carrying each row's index in the consumed batch
 
@@ -48,31 +50,6 @@ def _to_dataset(table: pa.Table, dataset: Dataset) -> pa.Table:
     return pa.Table.from_arrays([*columns, table.column(MESSAGE_INDEX)], names=[*target.names, MESSAGE_INDEX])
 
 
-def _one_by_one(
-    schema: AvroSchema, bodies: list[bytes], indices: npt.NDArray[np.int64]
-) -> tuple[pa.Table | None, list[tuple[int, str]]]:
-    parsed = fastavro.parse_schema(schema)
-    rows, kept, failures = [], [], []
-    for index, body in zip(indices.tolist(), bodies, strict=True):
-        buffer = io.BytesIO(body)
-        try:
-            record = fastavro.schemaless_reader(buffer, parsed, parsed)
-            if buffer.tell() != len(body):
-                raise ValueError(f"{len(body) - buffer.tell()} trailing bytes")
-        except Exception as exc:  # fastavro raises many types on corrupt input
-            failures.append((index, f"Avro body does not decode with schema {schema.get('name')}: {exc}"))
-            continue
-        rows.append(record)
-        kept.append(index)
-    if not rows:
-        return None, failures
-    frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.Series(MESSAGE_INDEX, kept))
-    frame = frame.with_columns(
-        pl.col(c).dt.convert_time_zone("UTC") for c, t in frame.schema.items() if isinstance(t, pl.Datetime)
-    )
-    return _from_polars(frame), failures
-
-
 def _decode_vectorised(
     schema: AvroSchema, records: WireRecords, indices: npt.NDArray[np.int64]
 ) -> tuple[list[pa.Table], list[tuple[int, str]]]:
@@ -99,11 +76,14 @@ def _decode_general(
         frame = decode_bodies(schema, records.bodies(indices), len(indices))
         return [_from_polars(frame.with_columns(pl.Series(MESSAGE_INDEX, indices)))], []
     except DecodeError:  # rare: isolate the bad records one by one
-        table, failures = _one_by_one(schema, records.body_list(indices), indices)
-        return ([table] if table is not None else []), failures
+        good, kept, failures = decode_each(schema, records.body_list(indices), indices)
+        if good is None:
+            return [], failures
+        return [_from_polars(good.with_columns(pl.Series(MESSAGE_INDEX, kept)))], failures
 
 
-def decode_records(values: list[bytes], registry: SchemaRegistry, dataset: Dataset) -> Decoded:
+def decode_records(values: list[bytes], lookup: SchemaLookup, dataset: Dataset) -> Decoded:
+    """Decode every value; rows keep their position in `values` in the MESSAGE_INDEX column."""
     records = split_headers(values)
     failures = [(int(i), "no Confluent wire-format header (magic byte 0 + schema id)")
                 for i in np.flatnonzero(records.bad_header)]
@@ -111,7 +91,7 @@ def decode_records(values: list[bytes], registry: SchemaRegistry, dataset: Datas
     for schema_id in np.unique(records.schema_ids[~records.bad_header]):
         indices = np.flatnonzero(records.schema_ids == schema_id)
         try:
-            schema = registry.schema(int(schema_id))
+            schema = lookup(int(schema_id))
         except SchemaNotFoundError as exc:
             failures.extend((int(i), str(exc)) for i in indices)
             continue

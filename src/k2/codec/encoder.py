@@ -1,38 +1,28 @@
-"""Vectorised Avro binary encoding and decoding of flat records, in Confluent wire format.
+"""Vectorised Avro binary encoding of flat records into Confluent wire-format values.
 
-Encoding builds every record's bytes with numpy (zigzag varints, big-endian fixed decimals, length-prefixed
-strings) instead of a per-row Python encoder; decoding wraps the record bodies of one schema id as a single block
-of an in-memory Avro container file and lets polars decode it in native code.
+Every record's bytes are built with numpy and Arrow compute (zigzag varints, big-endian fixed decimals,
+length-prefixed strings), never by a per-row Python encoder: one Arrow piece per field, joined per row in C++.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 from dataclasses import dataclass
 from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.arrow_util import unscaled_from_decimal
+from k2.codec.framing import confluent_header
+from k2.errors import EncodeError
 from k2.schemas import AvroSchema, FieldInfo, field_infos
 
-MAGIC_BYTE = 0
-HEADER_SIZE = 5  # magic byte + 4-byte big-endian schema id
 _MAX_VARINT_BYTES = 10
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
-
-
-class EncodeError(ValueError):
-    """A column cannot be encoded with the writer schema (names the field and the first bad row)."""
-
 
 Piece: TypeAlias = pa.Array  # large_binary: one byte string per row, the encoding of one part of each record
 
@@ -152,7 +142,7 @@ class EncodedBatch:
 def encode_batch(table: pa.Table, schema: AvroSchema, schema_id: int) -> EncodedBatch:
     """Encode every row of `table` as a Confluent wire-format Avro record of `schema`."""
     rows = table.num_rows
-    header = pa.scalar(bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big"), pa.large_binary())
+    header = pa.scalar(confluent_header(schema_id), pa.large_binary())
     pieces: list[Piece | pa.Scalar] = [header]
     for info in field_infos(schema):
         if info.name in table.column_names:
@@ -167,95 +157,3 @@ def encode_batch(table: pa.Table, schema: AvroSchema, schema_id: int) -> Encoded
     # each row's pieces concatenated, in C++ (the separator is the last argument)
     records = pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.large_binary()))
     return EncodedBatch(records)
-
-
-# ---------------------------------------------------------------------------------------------- decoding
-
-
-class DecodeError(ValueError):
-    """A record cannot be decoded; carries which one and why."""
-
-
-@dataclass
-class WireRecords:
-    """Kafka record values in one buffer, with each record's Avro body bounds and Confluent header fields."""
-
-    data: U8  # every value, back to back
-    body_starts: I64  # just after the 5-byte header
-    body_ends: I64
-    schema_ids: I64  # -1 where the header is bad
-    bad_header: npt.NDArray[np.bool_]
-
-    def bodies(self, indices: I64) -> bytes:
-        """The Avro bodies of records `indices`, concatenated (one ragged gather, no per-record slicing)."""
-        lengths = self.body_ends[indices] - self.body_starts[indices]
-        positions = np.repeat(self.body_starts[indices], lengths) + _ragged_arange(lengths)
-        return bytes(self.data[positions].tobytes())
-
-    def body_list(self, indices: I64) -> list[bytes]:
-        """The Avro bodies of records `indices`, one bytes object each (for record-by-record decoding)."""
-        return [self.data[self.body_starts[i] : self.body_ends[i]].tobytes() for i in indices.tolist()]
-
-
-def split_headers(values: list[bytes]) -> WireRecords:
-    """Vectorised check of the 5-byte Confluent header (magic byte 0 + big-endian schema id) of every record."""
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    data = np.frombuffer(b"".join(values), dtype=np.uint8)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    bad = lengths < HEADER_SIZE
-    safe_starts = np.where(bad, 0, starts)
-    header = data[safe_starts[:, None] + np.arange(HEADER_SIZE)[None, :]] if len(data) else np.zeros(
-        (len(values), HEADER_SIZE), np.uint8
-    )
-    bad |= header[:, 0] != MAGIC_BYTE
-    schema_ids = (header[:, 1:].astype(np.int64) << np.array([24, 16, 8, 0])).sum(axis=1)
-    body_starts = np.where(bad, ends, starts + HEADER_SIZE)
-    return WireRecords(data, body_starts, ends, np.where(bad, -1, schema_ids), bad)
-
-
-def _ragged_arange(lengths: I64) -> I64:
-    if not len(lengths):
-        return np.empty(0, dtype=np.int64)
-    total = int(lengths.sum())
-    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.arange(total, dtype=np.int64) - offsets
-
-
-def _zigzag_varint(value: int) -> bytes:
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while True:
-        byte = zigzag & 0x7F
-        zigzag >>= 7
-        if zigzag:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def container_file(schema: AvroSchema, bodies: bytes, count: int) -> bytes:
-    """An Avro object container file holding `count` already-encoded records as one uncompressed block."""
-    sync = os.urandom(16)
-    meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
-    header = bytearray(b"Obj\x01")
-    header += _zigzag_varint(len(meta))
-    for key, value in meta.items():
-        header += _zigzag_varint(len(key)) + key.encode() + _zigzag_varint(len(value)) + value
-    header += b"\x00" + sync
-    block = _zigzag_varint(count) + _zigzag_varint(len(bodies)) + bodies + sync
-    return bytes(header) + block
-
-
-def decode_bodies(schema: AvroSchema, bodies: bytes, count: int) -> pl.DataFrame:
-    """Decode `count` concatenated Avro bodies written with `schema`; raises DecodeError on any mismatch."""
-    if count == 0:
-        return pl.DataFrame()
-    try:
-        frame = pl.read_avro(io.BytesIO(container_file(schema, bodies, count)))
-    except Exception as exc:  # polars raises ComputeError/OSError variants on corrupt input
-        raise DecodeError(f"Avro block did not decode: {exc}") from exc
-    if frame.height != count:  # readers silently truncate a block whose count is wrong
-        raise DecodeError(f"Avro block decoded {frame.height} rows, expected {count}")
-    return frame

@@ -18,11 +18,8 @@ from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from k2.errors import BrokerError
 from k2.settings import BrokerKind, Settings
-
-
-class BrokerError(RuntimeError):
-    """The local broker could not be started, found or stopped."""
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -182,7 +179,10 @@ def read_state(settings: Settings) -> BrokerState | None:
     path = _state_file(settings)
     if not path.exists():
         return None
-    state = BrokerState(**json.loads(path.read_text()))
+    try:
+        state = BrokerState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):  # a damaged state file: no broker we can find
+        return None
     return state if state.alive() else None
 
 
@@ -190,6 +190,7 @@ def start_daemon(settings: Settings, port: int | None = None) -> BrokerState:
     existing = read_state(settings)
     if existing is not None:
         return existing
+    settings.home_dir  # noqa: B018 - creates K2_HOME, or says clearly why it cannot
     state, _ = start_broker(settings.broker, settings.broker_dir / settings.broker, port)
     _state_file(settings).write_text(json.dumps(asdict(state)))
     return state
@@ -210,7 +211,7 @@ def resolve_bootstrap(settings: Settings) -> str:
     state = read_state(settings)
     if state is None:
         raise BrokerError(
-            f"no Kafka broker: start the local one with `k2 broker start` (K2_HOME={settings.home_dir}) "
+            f"no Kafka broker: start the local one with `k2 broker start` (K2_HOME={settings.home_path}) "
             "or point K2_KAFKA_BOOTSTRAP at a cluster"
         )
     return state.bootstrap

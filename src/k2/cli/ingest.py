@@ -1,0 +1,65 @@
+"""`k2 ingest`: Kafka → Iceberg, exactly once, for every dataset that has a topic (or the one chosen)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from k2.cli.common import HomeOption, choice, writer_settings
+
+if TYPE_CHECKING:
+    from k2.ingest.consumer import IngestReport
+
+
+def ingest(
+    home: HomeOption = None,
+    dataset: Annotated[str, typer.Option(
+        help="all (every dataset whose topic exists) | trades | quotes | reference | corporate_actions"
+    )] = "all",
+    max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
+    idle_seconds: Annotated[float | None, typer.Option(help="Stop after this long with no new records.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
+    instance_id: Annotated[str | None, typer.Option(
+        help="Static group membership id: a restart with the same id resumes at once (K2_CONSUMER_INSTANCE_ID)."
+    )] = None,
+) -> None:
+    """Consume topics into their Iceberg tables (exactly once) until idle or --max-messages."""
+    from k2.cli.progress import ingest_with_progress
+    from k2.errors import InputError
+    from k2.ingest.pipeline import datasets_with_topics
+    from k2.kafka.broker import resolve_bootstrap
+    from k2.runtime import tune_gc_for_streaming
+    from k2.schemas import Dataset
+
+    choice(dataset, ["all", *[d.value for d in Dataset]], "--dataset")
+    settings = writer_settings(home, consumer_instance_id=instance_id)
+    bootstrap = resolve_bootstrap(settings)
+    if dataset == "all":
+        datasets = datasets_with_topics(settings, bootstrap)
+        if not datasets:
+            raise InputError(f"no K2 topics on the broker at {bootstrap} yet: load something first "
+                             "(`k2 load FILE` or `k2 generate`)")
+    else:
+        datasets = [Dataset(dataset)]
+    if metrics_port is not None:
+        from k2.obs.metrics import serve
+
+        serve(metrics_port)
+    tune_gc_for_streaming()
+    reports = ingest_with_progress(settings, bootstrap, datasets, max_messages, idle_seconds)
+    for chosen, report in reports.items():
+        typer.echo(summary(chosen.value, report, settings.topic_dlq))
+
+
+def summary(dataset: str, report: IngestReport, dlq_topic: str) -> str:
+    return (
+        f"{dataset}: read {report.messages:,} records, landed {report.rows_landed:,} rows in {report.commits} "
+        f"commit(s); snapshot {report.snapshot_id}"
+        + (f"; {report.duplicates:,} duplicates dropped" if report.duplicates else "")
+        + (f"; {report.late:,} late rows landed" if report.late else "")
+        + (f"; {report.dead_lettered:,} records sent to {dlq_topic} (see `k2 dlq list`)"
+           if report.dead_lettered else "")
+        + (f"; quality of {report.quality_recovered} batch(es) recovered after a crash"
+           if report.quality_recovered else "")
+    )

@@ -1,0 +1,75 @@
+"""A table's history as it stands: the current snapshot and its ancestors, and rolling back to one of them.
+
+After a rollback the undone snapshots stay in the metadata but are no longer ancestors of the current one, so
+everything K2 derives from history (landed offsets, which quality rows count) follows this ancestry, never the
+list of all snapshots.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
+
+from k2.errors import SnapshotNotFoundError
+
+
+def ancestry(metadata: TableMetadata) -> Iterator[Snapshot]:
+    """The current snapshot, then its parent, and so on to the first. Lazy: a caller that stops early pays only
+    for the snapshots it looked at, plus one index of the snapshots if it walks further than the parent."""
+    snapshot = metadata.current_snapshot()
+    index: dict[int, Snapshot] | None = None
+    depth = 0
+    while snapshot is not None:
+        yield snapshot
+        parent = snapshot.parent_snapshot_id
+        if parent is None:
+            return
+        depth += 1
+        if depth == 1:
+            snapshot = metadata.snapshot_by_id(parent)
+            continue
+        if index is None:
+            index = {s.snapshot_id: s for s in metadata.snapshots}
+        snapshot = index.get(parent)
+
+
+def property_of(snapshot: Snapshot, name: str) -> str | None:
+    summary = snapshot.summary
+    return summary.additional_properties.get(name) if summary is not None else None
+
+
+def describe_snapshots(table: Table, limit: int = 10) -> str:
+    """The newest ancestors as 'id (UTC time)', for error messages that must name what exists."""
+    shown = [
+        f"{s.snapshot_id} ({dt.datetime.fromtimestamp(s.timestamp_ms / 1000, dt.UTC):%Y-%m-%d %H:%M:%S})"
+        for _, s in zip(range(limit), ancestry(table.metadata), strict=False)
+    ]
+    if not shown:
+        return "the table has no snapshots yet"
+    more = len(table.metadata.snapshots) - len(shown)
+    return "snapshots: " + ", ".join(shown) + (f" … and {more} older" if more > 0 else "")
+
+
+def require_snapshot(table: Table, snapshot_id: int) -> Snapshot:
+    """The snapshot, or SnapshotNotFoundError naming the ones the table has."""
+    snapshot = table.metadata.snapshot_by_id(snapshot_id)
+    if snapshot is None:
+        raise SnapshotNotFoundError(f"{table.name()[-1]} has no snapshot {snapshot_id}; {describe_snapshots(table)}")
+    return snapshot
+
+
+def rollback(table: Table, snapshot_id: int) -> Snapshot:
+    """Make an ancestor snapshot current again. Ingest then resumes from that snapshot's Kafka offsets and lands
+    again what the rollback removed (still in Kafka, within retention)."""
+    snapshot = require_snapshot(table, snapshot_id)
+    if all(s.snapshot_id != snapshot_id for s in ancestry(table.metadata)):
+        raise SnapshotNotFoundError(
+            f"snapshot {snapshot_id} is not an ancestor of the current state of {table.name()[-1]} (it was rolled "
+            f"back itself); {describe_snapshots(table)}"
+        )
+    table.manage_snapshots().rollback_to_snapshot(snapshot_id).commit()
+    return snapshot
