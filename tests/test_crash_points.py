@@ -25,6 +25,7 @@ from k2.schemas import Dataset
 from k2.settings import Settings
 from k2.sources.generator import generate_trades
 from tests.test_exactly_once import _env
+from tests.test_offsets import _assert_every_trade_once
 
 TRADES = 20_000
 COMMIT_ROWS = 4_000
@@ -110,13 +111,8 @@ def test_a_crash_at_each_step_of_a_commit_loses_and_repeats_nothing(kafka_settin
 
     print(f"{point}: read {read_before:,} before the crash, {rows:,} landed, {read_before - rows:,} re-read; "
           f"the restart read {read_after:,}")
-    engine = QueryEngine(kafka_settings)
-    trades = engine.trades(limit=None)
-    assert trades.num_rows == TRADES
-    assert len(set(zip(trades["symbol"].to_pylist(), trades["sequence"].to_pylist(), strict=True))) == TRADES
-    quality = engine.quality().to_pylist()
-    assert sum(q["received"] for q in quality) == sum(q["landed"] for q in quality) == TRADES
-    assert sum(q["duplicates"] for q in quality) == 0 and sum(q["late"] for q in quality) == 0
+    _assert_every_trade_once(kafka_settings, TRADES)
+    assert sum(q["late"] for q in QueryEngine(kafka_settings).quality().to_pylist()) == 0
     assert _group_offsets(kafka_settings) == TRADES
 
 

@@ -19,10 +19,18 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from k2.codec.encoder import encode_batch
+from k2.errors import DeadLetterError
 from k2.ingest import pipeline
 from k2.kafka.admin import ensure_topics
 from k2.kafka.broker import start_broker, stop_process
-from k2.kafka.dead_letters import DeadLetter, DeadLetterWriter, now_iso, read_dead_letters, replay_dead_letters
+from k2.kafka.dead_letters import (
+    REPLAY_GROUP_SUFFIX,
+    DeadLetter,
+    DeadLetterWriter,
+    now_iso,
+    read_dead_letters,
+    replay_dead_letters,
+)
 from k2.kafka.producer import with_ingest_ts
 from k2.query.engine import QueryEngine
 from k2.registry import registry_for
@@ -67,12 +75,13 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings, 
         b"not avro at all",
         good[4][:12],  # truncated body
         unknown_side_value,
-    ]
+        encode(trades.slice(7, 1).set_column(1, "symbol", pa.array(["X" * 9_960]))),  # from a producer that
+    ]  # does not check lengths: the consumer bounds every field the schema bounds
     _produce_raw(kafka_settings, [good[5], *bad, *good[7:]])
 
     report = pipeline.ingest(kafka_settings, bootstrap)
     assert report.rows_landed == 4  # good[5], good[7..9]: the bad records in the middle did not block them
-    assert report.dead_lettered == 6
+    assert report.dead_lettered == 7
     letters = read_dead_letters(kafka_settings, bootstrap)
     reasons = sorted(letter.error for letter in letters)
     assert any("size must be > 0" in r for r in reasons)
@@ -82,15 +91,16 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings, 
     assert any("does not decode" in r for r in reasons)
     assert {letter.source_topic for letter in letters} == {kafka_settings.topic_trades}
     assert sum("does not decode" in r for r in reasons) == 2  # the truncated body and the unknown side
-    assert sorted(letter.source_offset for letter in letters) == [1, 2, 3, 4, 5, 6]
+    assert "symbol is longer than 32 bytes" in reasons
+    assert sorted(letter.source_offset for letter in letters) == [1, 2, 3, 4, 5, 6, 7]
     assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 4
 
     # fix the cause of one (allow a larger clock skew), re-drive, re-ingest: it lands, the rest return to the DLQ
     fixed = kafka_settings.model_copy(update={"max_future_skew_seconds": 3 * 86_400})
-    assert replay_dead_letters(fixed, bootstrap).replayed == 6
+    assert replay_dead_letters(fixed, bootstrap).replayed == 7
     assert replay_dead_letters(fixed, bootstrap).replayed == 0  # already re-driven
     again = pipeline.ingest(fixed, bootstrap)
-    assert (again.rows_landed, again.dead_lettered) == (1, 5)
+    assert (again.rows_landed, again.dead_lettered) == (1, 6)
     assert QueryEngine(kafka_settings).trades(["AAA"], limit=None).num_rows == 5
 
 
@@ -111,6 +121,29 @@ def _values_in(settings: Settings, topic: str) -> set[bytes]:
 
 
 LETTERS = 200_000
+
+
+def _dlq_partition(settings: Settings) -> int:
+    """The dead-letter partition the letters went to (one key, so one partition)."""
+    (letter, *_) = read_dead_letters(settings, settings.kafka_bootstrap or "")
+    return letter.dlq_partition
+
+
+def _settled_replay_offsets(settings: Settings) -> dict[int, int]:
+    """The replay group's offsets once they stop moving: a commit the stopped broker had not answered is still in
+    its socket, and it may apply it on waking (harmless: it covers only acknowledged letters)."""
+    group = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                      "group.id": settings.consumer_group + REPLAY_GROUP_SUFFIX, "enable.auto.commit": False})
+    previous: dict[int, int] | None = None
+    for _ in range(30):
+        committed = group.committed([TopicPartition(settings.topic_dlq, p) for p in range(4)], timeout=10)
+        offsets = {tp.partition: max(tp.offset, 0) for tp in committed}
+        if offsets == previous:
+            break
+        previous = offsets
+        time.sleep(1)
+    group.close()
+    return offsets
 
 
 @pytest.mark.slow
@@ -136,11 +169,13 @@ def test_replay_marks_only_what_the_broker_acknowledged(kind: BrokerKind, tmp_pa
         writer.close()
         replay = subprocess.Popen([sys.executable, "-m", "k2.cli", "dlq", "replay"], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        watcher = Consumer({"bootstrap.servers": state.bootstrap, "group.id": f"w-{tag}", "enable.auto.commit": False})
-        watcher.assign([TopicPartition(settings.topic_trades, p, OFFSET_BEGINNING) for p in range(4)])
+        watcher = Consumer({"bootstrap.servers": state.bootstrap,
+                            "group.id": settings.consumer_group + REPLAY_GROUP_SUFFIX, "enable.auto.commit": False})
+        progress = [TopicPartition(settings.topic_dlq, p) for p in range(4)]
         deadline = time.monotonic() + 120
-        while not any(m.error() is None for m in watcher.consume(100, timeout=0.05)):
-            assert time.monotonic() < deadline and replay.poll() is None, "the replay never started re-driving"
+        while not any(tp.offset > 0 for tp in watcher.committed(progress, timeout=10)):  # a first chunk is marked
+            assert time.monotonic() < deadline and replay.poll() is None, "the replay never marked a letter"
+            time.sleep(0.01)
         os.kill(state.pid, signal.SIGSTOP)  # the broker stops answering, mid-replay
         try:
             _, err = replay.communicate(timeout=180)
@@ -152,11 +187,7 @@ def test_replay_marks_only_what_the_broker_acknowledged(kind: BrokerKind, tmp_pa
         assert "error:" in message and "Traceback" not in err
         assert "not acknowledged" in message or "could not record" in message, err
 
-        group = Consumer({"bootstrap.servers": state.bootstrap, "group.id": settings.consumer_group + "-dlq-replay",
-                          "enable.auto.commit": False})
-        committed = group.committed([TopicPartition(settings.topic_dlq, p) for p in range(4)], timeout=10)
-        group.close()
-        marked = {tp.partition: max(tp.offset, 0) for tp in committed}
+        marked = _settled_replay_offsets(settings)
         assert 0 < sum(marked.values()) < LETTERS, f"the broker stopped too late or too early: {marked}"
         in_source = _values_in(settings, settings.topic_trades)
         marked_letters = {letter.value for letter in read_dead_letters(settings, state.bootstrap)
@@ -172,3 +203,20 @@ def test_replay_marks_only_what_the_broker_acknowledged(kind: BrokerKind, tmp_pa
         assert _values_in(settings, settings.topic_trades) == {letter.value for letter in letters}
     finally:
         stop_process(state, process)
+
+
+def test_a_letter_the_broker_refuses_is_never_marked_replayed(kafka_settings: Settings) -> None:
+    """Deterministic: the broker refuses one re-driven letter (its source topic is not a valid name). Everything
+    before it is marked replayed, it and everything after it are not, and the replay says which letter failed."""
+    settings = kafka_settings.model_copy(update={"dlq_replay_chunk": 2_000, "producer_message_timeout_ms": 5_000})
+    bootstrap = settings.kafka_bootstrap or ""
+    ensure_topics(settings, bootstrap)
+    letters = [DeadLetter("in valid!" if i == 3_000 else settings.topic_trades, 0, i, "test", b"K",
+                          f"letter-{i}".encode(), now_iso()) for i in range(6_000)]
+    writer = DeadLetterWriter(settings, bootstrap)
+    writer.send(letters)
+    writer.close()
+    with pytest.raises(DeadLetterError, match=r"Invalid topic.*3,000 acknowledged ones are marked replayed"):
+        replay_dead_letters(settings, bootstrap)
+    assert _settled_replay_offsets(settings) == {0: 0, 1: 0, 2: 0, 3: 0} | {_dlq_partition(settings): 3_000}
+    assert {f"letter-{i}".encode() for i in range(3_000)} <= _values_in(settings, settings.topic_trades)

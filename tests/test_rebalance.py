@@ -38,7 +38,7 @@ def test_second_consumer_joining_mid_ingest_loses_and_duplicates_nothing(
     def start(instance: str) -> subprocess.Popen[str]:
         static = ["--instance-id", instance] if membership == "static" else []
         return subprocess.Popen(
-            [sys.executable, "-m", "k2.cli", "ingest", "--idle-seconds", "5", *static],
+            [sys.executable, "-m", "k2.cli", "ingest", "--dataset", "trades", "--idle-seconds", "5", *static],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -64,6 +64,8 @@ def test_second_consumer_joining_mid_ingest_loses_and_duplicates_nothing(
     assert rows.num_rows == TRADES, diagnostics
     assert len(set(zip(rows["symbol"].to_pylist(), rows["sequence"].to_pylist(), strict=True))) == TRADES
     assert sum(q["duplicates"] for q in quality) == 0, diagnostics  # nothing was read twice
+    # each batch's quality rows were added once, though both consumers add to one quality table
+    assert sum(q["received"] for q in quality) == sum(q["landed"] for q in quality) == TRADES, diagnostics
     landed = [int(re.search(r"landed ([\d,]+) rows", out).group(1).replace(",", "")) for out, _ in outputs]  # type: ignore[union-attr]
     assert sum(landed) == TRADES, diagnostics
     assert all(n > 0 for n in landed), f"both consumers should have landed rows: {landed}"

@@ -27,6 +27,7 @@ from k2.ingest.commit_policy import PendingBatch
 from k2.ingest.committer import LakeCommitter
 from k2.ingest.lander import Lander
 from k2.ingest.prepare import BatchPreparer, PreparedBatch
+from k2.kafka.config import close_consumer
 from k2.lake import quality
 from k2.lake.offsets import landed_offsets
 from k2.obs.metrics import INGEST_MESSAGES
@@ -170,9 +171,9 @@ class LakeIngestor:
             next_offsets, self._to_mirror = self._to_mirror, {}
         if not next_offsets or self._consumer is None:
             return
-        try:
+        try:  # asynchronous: a broker that stopped answering must not stall ingestion on a mirror
             self._consumer.commit(
-                offsets=[TopicPartition(self._topic, p, o) for p, o in next_offsets.items()], asynchronous=False
+                offsets=[TopicPartition(self._topic, p, o) for p, o in next_offsets.items()], asynchronous=True
             )
         except KafkaException as exc:
             log.warning("%s: group offset commit skipped (%s); the lake holds the landed offsets", self._topic, exc)
@@ -265,5 +266,6 @@ class LakeIngestor:
         finally:
             self._lander.close()  # lets a batch already prepared land (it is complete: rows + offsets)
             self._lander = None
-            consumer.close()
+            if not close_consumer(consumer):  # it also waits for the last group commit (the mirror)
+                log.warning("%s: the consumer did not close in time; the broker may have stopped", self._topic)
         return self.report

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+
+from confluent_kafka import Consumer
 
 from k2.schemas import Dataset
 from k2.settings import Settings
@@ -13,8 +16,10 @@ CLIENT_LOG = logging.getLogger("k2.kafka.client")
 
 
 def client_config(bootstrap: str) -> dict[str, object]:
-    """What every Kafka client K2 creates shares."""
-    return {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
+    """What every Kafka client K2 creates shares. librdkafka logs only at K2_LOG_LEVEL=DEBUG: some lines bypass
+    the Python logger (while a client is destroyed), and none of them is news to a user K2 already told."""
+    verbose = CLIENT_LOG.isEnabledFor(logging.DEBUG)
+    return {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG, "log_level": 7 if verbose else 0}
 
 
 def topic_for(settings: Settings, dataset: Dataset) -> str:
@@ -64,3 +69,13 @@ def consumer_config(
         # noida-db ignores fetch.max.bytes; a large backlog answers with one huge response
         "receive.message.max.bytes": 400_000_000,
     }
+
+
+def close_consumer(consumer: Consumer, timeout: float = 10.0) -> bool:
+    """Close `consumer`, giving up after `timeout` seconds (False): librdkafka's close waits without limit for a
+    commit that a broker which stopped answering will never confirm. A consumer left closing in its daemon thread
+    does not keep the process from exiting."""
+    closing = threading.Thread(target=consumer.close, name="k2-consumer-close", daemon=True)
+    closing.start()
+    closing.join(timeout)
+    return not closing.is_alive()

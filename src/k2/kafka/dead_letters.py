@@ -15,7 +15,7 @@ from itertools import islice
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from k2.errors import DeadLetterError
-from k2.kafka.config import consumer_config, producer_config
+from k2.kafka.config import close_consumer, consumer_config, producer_config
 from k2.settings import Settings
 
 H_ERROR = "k2.error"
@@ -111,15 +111,18 @@ class DeadLetterReader:
     def __init__(self, settings: Settings, bootstrap: str, group: str | None = None) -> None:
         self._topic = settings.topic_dlq
         self._group = group
-        config = consumer_config(settings, bootstrap, group or f"k2-dlq-list-{time.time_ns()}")
-        # a broker that stops answering fails the progress commit in seconds, not librdkafka's default minute
-        self._consumer = Consumer({**config, "socket.timeout.ms": 10_000})
+        self._config = consumer_config(settings, bootstrap, group or f"k2-dlq-list-{time.time_ns()}")
+        self._consumer = Consumer(self._config)
+        self._marker: Consumer | None = None  # commits progress (see mark_done)
+        self._commit_results: list[KafkaError | None] = []
 
     def __enter__(self) -> DeadLetterReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._consumer.close()
+        close_consumer(self._consumer)
+        if self._marker is not None:
+            close_consumer(self._marker)
 
     def letters(self, idle_seconds: float = 1.5) -> Iterator[DeadLetter]:
         metadata = self._consumer.list_topics(self._topic, timeout=10).topics.get(self._topic)
@@ -134,18 +137,34 @@ class DeadLetterReader:
             for tp, done in zip(partitions, committed, strict=True):
                 tp.offset = done.offset if done.offset >= 0 else OFFSET_BEGINNING
         self._consumer.assign(partitions)
-        # never rely on the high watermark (Tansu reports the last batch's start + 1): read until idle
-        last = time.monotonic()
-        while time.monotonic() - last < idle_seconds:
-            for message in self._consumer.consume(1000, timeout=0.2):
-                if message.error() is None:
-                    last = time.monotonic()
-                    yield _letter(message)
+        # never rely on the high watermark (Tansu reports the last batch's start + 1): read until idle. Idle is
+        # measured over empty polls only, not over the time the caller spends between letters (re-driving them)
+        quiet_since: float | None = None
+        while quiet_since is None or time.monotonic() - quiet_since < idle_seconds:
+            letters = [_letter(m) for m in self._consumer.consume(1000, timeout=0.2) if m.error() is None]
+            quiet_since = (quiet_since or time.monotonic()) if not letters else None
+            yield from letters
 
-    def mark_done(self, next_offsets: dict[int, int]) -> None:
-        self._consumer.commit(
-            offsets=[TopicPartition(self._topic, p, o) for p, o in next_offsets.items()], asynchronous=False
+    def mark_done(self, next_offsets: dict[int, int], timeout: float = 15.0) -> None:
+        """Commit the replay group's progress; KafkaException if the broker does not confirm it in `timeout` (a
+        synchronous commit has no time limit, and hangs on a broker that stopped answering). The commit goes through
+        a second client of the group that reads nothing: serving its callback with poll() cannot swallow a letter."""
+        if self._marker is None:
+            self._marker = Consumer({**self._config, "on_commit": self._on_commit})
+        self._commit_results = []
+        self._marker.commit(
+            offsets=[TopicPartition(self._topic, p, o) for p, o in next_offsets.items()], asynchronous=True
         )
+        deadline = time.monotonic() + timeout
+        while not self._commit_results:
+            if time.monotonic() > deadline:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no answer within {timeout:.0f}s"))
+            self._marker.poll(0.005)
+        if self._commit_results[0] is not None:
+            raise KafkaException(self._commit_results[0])
+
+    def _on_commit(self, error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+        self._commit_results.append(error)
 
 
 def read_dead_letters(settings: Settings, bootstrap: str) -> list[DeadLetter]:
@@ -171,7 +190,7 @@ class _Acknowledgements:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is None:
                 self.acked.add((letter.dlq_partition, letter.dlq_offset))
-            elif len(self.errors) < 5:
+            elif len(self.errors) < 5 and error.str() not in self.errors:
                 self.errors.append(error.str())
         return on_delivery
 
@@ -222,9 +241,11 @@ def replay_dead_letters(settings: Settings, bootstrap: str) -> ReplayReport:
             if len(acks.acked) < len(chunk):
                 report.unacknowledged = len(chunk) - len(acks.acked)
                 report.errors = acks.errors or [f"no acknowledgement within {timeout:.0f}s"]
+                first = next(x for x in chunk if (x.dlq_partition, x.dlq_offset) not in acks.acked)
                 raise DeadLetterError(
                     f"{report.unacknowledged:,} re-driven dead letters were not acknowledged by the broker "
-                    f"({'; '.join(report.errors)}); {report.replayed:,} acknowledged ones are marked replayed, the "
-                    "rest stay in the dead-letter topic: run `k2 dlq replay` again"
+                    f"({'; '.join(report.errors)}), the first at {settings.topic_dlq}[{first.dlq_partition}]@"
+                    f"{first.dlq_offset} (to {first.source_topic!r}); {report.replayed:,} acknowledged ones are "
+                    "marked replayed, it and the rest stay in the dead-letter topic: run `k2 dlq replay` again"
                 )
     return report

@@ -52,6 +52,10 @@ QUALITY_SCHEMA = Schema(
     NestedField(15, "batch", StringType(), required=False, doc="the batch (data snapshot property k2.batch)"),
 )
 
+# K2 retries its own commits to this table, re-checking which batches are in it on every attempt; pyiceberg's
+# built-in retry would re-apply the same append blindly and could add a batch twice
+QUALITY_PROPERTIES = {"commit.retry.num-retries": "0"}
+
 _COUNTS = ("received", "landed", "duplicates", "late", "first_sequence", "last_sequence", "gaps", "missing")
 
 
@@ -73,7 +77,7 @@ def new_batch_id() -> str:
 def ensure_quality_table(catalog: Catalog, settings: Settings) -> Table:
     identifier = (settings.namespace, QUALITY_TABLE)
     try:
-        table = catalog.create_table_if_not_exists(identifier, schema=QUALITY_SCHEMA)
+        table = catalog.create_table_if_not_exists(identifier, schema=QUALITY_SCHEMA, properties=QUALITY_PROPERTIES)
     except Exception:  # created concurrently by another consumer
         if not catalog.table_exists(identifier):
             raise
@@ -81,6 +85,9 @@ def ensure_quality_table(catalog: Catalog, settings: Settings) -> Table:
     if "batch" not in table.schema().column_names:  # a table made by an older K2
         with table.update_schema() as update:
             update.union_by_name(QUALITY_SCHEMA)
+    if table.properties.get("commit.retry.num-retries") != "0":
+        with table.transaction() as transaction:
+            transaction.set_properties(QUALITY_PROPERTIES)
     return table
 
 

@@ -10,3 +10,5 @@ def configure_logging(level: str) -> None:
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("pyiceberg").setLevel(logging.ERROR)  # it logs its own commit retries as warnings
         logging.getLogger("k2.kafka.client").setLevel(logging.CRITICAL + 1)  # librdkafka: every failed reconnect
+    else:
+        logging.getLogger("k2.kafka.client").setLevel(logging.DEBUG)

@@ -92,7 +92,8 @@ class QueryEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._catalog = open_catalog(settings, writable=False)
+        # a reader may work on a read-only home; a home that does not exist yet is created, empty
+        self._catalog = open_catalog(settings, writable=not settings.home_path.exists())
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
 
