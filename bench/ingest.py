@@ -27,6 +27,7 @@ from k2.kafka.producer import TickProducer, with_ingest_ts
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.registry import registry_for
+from k2.runtime import tune_gc_for_streaming
 from k2.schemas import Dataset
 from k2.settings import Settings
 from k2.sources.generator import generate_trades
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     parser.add_argument("--broker", choices=["tansu", "noida"], default="tansu")
     args = parser.parse_args()
+    tune_gc_for_streaming()  # as `k2 ingest` does: this process runs the in-process consumer
     root = Path(tempfile.mkdtemp(prefix="k2-bench-ingest-"))
     batch = Settings().ingest_commit_rows
     print(f"broker {args.broker}, {len(SYMBOLS)} symbols, Iceberg commits of {batch:,} rows, lake in {root}")

@@ -83,7 +83,8 @@ def test_broker_restart_mid_load(kind: BrokerKind, tmp_path: Path) -> None:
         stop_process(state, process)
     engine = QueryEngine(Settings(home=tmp_path / "home"))
     counts = engine.counts()
-    assert sum(counts["trades"].to_pylist()) == TRADES  # every trade once, whatever the broker kept
+    # every trade once, whatever the broker kept
+    assert sum(counts["trades"].to_pylist()) == TRADES, "\n".join((out, err, again.stdout, ingested.stdout))
 
 
 @pytest.mark.slow
@@ -106,3 +107,39 @@ def test_broker_gone_mid_load_reports_what_was_delivered(tmp_path: Path) -> None
     assert load.returncode == 1, out + err
     assert re.search(r"error: \d+ of \d+ records were not delivered \(\d+ were\)", message), err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tansu", "noida"])
+def test_a_broker_that_pauses_mid_ingest_is_not_an_idle_topic(kind: BrokerKind, tmp_path: Path) -> None:
+    """The broker stops answering (SIGSTOP) for longer than the idle limit while records wait: `k2 ingest` must
+    not take the silence for the end of the topic (it checks for unread records), and lands everything once the
+    broker answers again. noida-db is this slow on its own when it builds one huge fetch for a backlog."""
+    from k2.lake.catalog import ensure_table, open_catalog
+    from k2.schemas import Dataset
+
+    state, process = start_broker(kind, tmp_path / "broker")
+    tag = uuid.uuid4().hex[:8]
+    env = {**os.environ, "K2_HOME": str(tmp_path / "home"), "K2_KAFKA_BOOTSTRAP": state.bootstrap,
+           "K2_TOPIC_TRADES": f"pause-{tag}", "K2_CONSUMER_GROUP": f"g-{tag}", "K2_INGEST_COMMIT_ROWS": "20000",
+           "K2_CONSUME_BATCH": "2000"}
+    k2 = [sys.executable, "-m", "k2.cli"]
+    try:
+        generated = subprocess.run([*k2, "generate", "--trades", "300000"], env=env, capture_output=True, text=True)
+        assert generated.returncode == 0, generated.stderr
+        ingest = subprocess.Popen([*k2, "ingest", "--dataset", "trades", "--idle-seconds", "2"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        settings = Settings(home=tmp_path / "home")
+        deadline = time.monotonic() + 60
+        while ensure_table(open_catalog(settings), settings, Dataset.TRADES).current_snapshot() is None:
+            assert ingest.poll() is None and time.monotonic() < deadline, ingest.communicate()
+            time.sleep(0.02)
+        os.kill(state.pid, signal.SIGSTOP)
+        time.sleep(5)  # more than twice the idle limit
+        os.kill(state.pid, signal.SIGCONT)
+        out, err = ingest.communicate(timeout=120)
+    finally:
+        os.kill(state.pid, signal.SIGCONT)
+        stop_process(state, process)
+    assert ingest.returncode == 0, err
+    assert "landed 300,000 rows" in out, out + err

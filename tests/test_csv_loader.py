@@ -261,3 +261,17 @@ def test_detect_tells_trades_quotes_and_reference_apart(tmp_path: Path) -> None:
     odd.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(InputError, match=r"cannot tell what this file holds.*--dataset"):
         detect(odd)
+
+
+def test_reference_files_reject_bad_lines_and_keep_the_rest(tmp_path: Path) -> None:
+    from k2.sources.reference import read_reference
+
+    path = tmp_path / "company_info.csv"
+    lines = (asx_sample_dir() / "reference-data" / "company_info.csv").read_bytes().splitlines()
+    extra = [b"9001,AB\xffC,Broken Name Ltd,AU0000000001,01/02/2014,", b"9002,ONLY,three fields"]
+    path.write_bytes(b"\n".join([*lines, *extra, b"9003,GOOD,Good Ltd,AU0000000003,01/02/2014,"]) + b"\n")
+    batch = read_reference(path)
+    good = len(lines) - 1 + 1  # the sample's rows and the last one
+    assert [r.line for r in batch.stats.rejected] == [len(lines) + 1, len(lines) + 2]
+    assert batch.table.num_rows == good and "GOOD" in batch.table["symbol"].to_pylist()
+    assert batch.stats.rows_read == good + 2

@@ -78,6 +78,8 @@ class LakeIngestor:
         self._assigned_at: float | None = None
         self._unassigned_since = time.monotonic()
         self._broker_down_since: float | None = None
+        self._unread = False  # records beyond the position, as of the last check (see _still_to_read)
+        self._unread_checked_at = 0.0
         self._pending = PendingBatch()
 
     # ------------------------------------------------------------------------------------------- assignment
@@ -195,6 +197,32 @@ class LakeIngestor:
                 "`k2 ingest` once it is back: it resumes exactly where the lake left off"
             )
 
+    def _still_to_read(self, consumer: Consumer, now: float, quiet: float, idle_limit: float) -> bool:
+        """Whether records beyond this consumer's position exist although none arrived for `quiet` seconds:
+        then it is not idle, only waiting on the broker (checked at most once a second). A broker that has
+        records and serves none for long is an error, not the end of the run."""
+        if now < self._unread_checked_at + 1.0:
+            return self._unread
+        self._unread_checked_at = now
+        try:
+            assignment = consumer.assignment()
+            positions = {tp.partition: tp.offset for tp in consumer.position(assignment)}
+            self._unread = False
+            for tp in assignment:
+                low, high = consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                if high > max(positions.get(tp.partition, -1), low):
+                    self._unread = True
+                    break
+        except KafkaException:  # a broker too busy to say is a broker that may still deliver
+            self._unread = True
+        stall_limit = max(60.0, 20 * idle_limit)
+        if self._unread and quiet > stall_limit:
+            raise KafkaUnavailableError(
+                f"the broker reports unread records on {self._topic} but delivered none for {quiet:.0f}s; "
+                f"{self.report.rows_landed:,} rows landed. Re-run `k2 ingest`: it resumes where the lake left off"
+            )
+        return self._unread
+
     def _records_only(self, messages: list[Message]) -> list[Message]:
         for message in messages:
             error = message.error()
@@ -253,6 +281,8 @@ class LakeIngestor:
                 if not got and now - last_data >= idle_limit:
                     if self._broker_down_since is not None:  # quiet because the broker is gone, not idle
                         continue
+                    if self._still_to_read(consumer, now, now - last_data, idle_limit):
+                        continue  # quiet because the broker is slow to answer (noida builds huge fetches)
                     break
             self._land_pending()
             self._drain()

@@ -56,13 +56,18 @@ def asx_symbol(path: Path, company_info: Path | None = None) -> str:
     return str(match["symbol"][0])
 
 
-def _parse_block(block: RecordBlock, names: list[str], rejected: list[RejectedRow]) -> pl.DataFrame:
-    """Parse a block of good records; a record with the wrong number of fields is rejected with its line."""
+def _parse_block(
+    block: RecordBlock, names: list[str], rejected: list[RejectedRow], ignore: Callable[[str], bool] | None = None
+) -> pl.DataFrame:
+    """Parse a block of good records; a record with the wrong number of fields is rejected with its line, unless
+    `ignore` says it is not a row at all (like an exchange's "no records" marker)."""
     skipped: list[int] = []
 
     def invalid(row: pacsv.InvalidRow) -> str:
         index = (row.number or 0) - 1  # pyarrow counts records, 1-based, within this block
         skipped.append(index)
+        if ignore is not None and ignore(row.text):
+            return "skip"
         line = int(block.lines[index]) if 0 <= index < len(block.lines) else -1
         rejected.append(RejectedRow(
             line, f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:80]!r}"))
@@ -82,11 +87,15 @@ def _parse_block(block: RecordBlock, names: list[str], rejected: list[RejectedRo
     return frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64))
 
 
-def _frames(path: Path, names: list[str], header: bool, chunk_rows: int, stats: LoadStats) -> Iterator[pl.DataFrame]:
-    """The file's rows as string columns plus `_line`; rows no parser can read go to `stats` here."""
+def string_frames(
+    path: Path, names: list[str], header: bool, chunk_rows: int, stats: LoadStats,
+    ignore: Callable[[str], bool] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """The file's rows as string columns plus `_line` (physical line numbers); rows no parser can read go to
+    `stats` with the reason."""
     for block in read_records(path, max(1 << 10, chunk_rows * _BYTES_PER_ROW_GUESS), skip_first=header):
         rejected = list(block.rejected)
-        frame = _parse_block(block, names, rejected) if len(block) else None
+        frame = _parse_block(block, names, rejected, ignore) if len(block) else None
         stats.rows_read += len(rejected) + (frame.height if frame is not None else 0)
         stats.rejected.extend(rejected)
         if frame is not None and frame.height:
@@ -339,13 +348,13 @@ def read_ticks(
     layout = layout or detect_layout(path, spec.generic_required)
     if layout == "asx":
         symbol = symbol or asx_symbol(path, company_info)
-        frames = _frames(path, spec.asx_columns, False, chunk_rows, stats)
+        frames = string_frames(path, spec.asx_columns, False, chunk_rows, stats)
     else:
         header = _header(path)
         missing = [c for c in spec.generic_required if c not in header]
         if missing:
             raise InputError(f"{path}: header lacks required column(s) {missing} (has {header})")
-        frames = _frames(path, header, True, chunk_rows, stats)
+        frames = string_frames(path, header, True, chunk_rows, stats)
     sequencer = _Sequencer()
     for raw in frames:
         if layout == "asx":

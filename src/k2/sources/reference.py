@@ -11,6 +11,7 @@ lot or tick size: lot size 1, tick size unknown (null). A `--- NO RECORDS TO REP
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pyarrow as pa
 
 from k2.errors import InputError
 from k2.schemas import Dataset
-from k2.sources.csv_ticks import ASX_TIMEZONE
+from k2.sources.csv_ticks import ASX_TIMEZONE, string_frames
+from k2.sources.lines import first_record
 from k2.sources.report import LoadStats, RejectedRow
 
 NO_RECORDS = "--- NO RECORDS TO REPORT ---"
@@ -37,12 +39,13 @@ class ReferenceBatch:
     stats: LoadStats
 
 
-def _read(path: Path) -> pl.DataFrame:
-    frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
-    frame = frame.rename({c: c.strip().lower().replace(" ", "_") for c in frame.columns})
-    first = frame.columns[0]
-    frame = frame.with_columns(_line=pl.int_range(2, frame.height + 2))
-    return frame.filter(pl.col(first).str.strip_chars() != NO_RECORDS)
+def _read(path: Path, stats: LoadStats) -> pl.DataFrame:
+    """The file's rows as strings with their physical line numbers; unreadable rows go to `stats`."""
+    names = [c.strip().lower().replace(" ", "_") for c in next(csv.reader([first_record(path)]), [])]
+    frames = list(string_frames(path, names, True, 1_000_000, stats, ignore=lambda text: text.strip() == NO_RECORDS))
+    if not frames:
+        return pl.DataFrame(schema={**dict.fromkeys(names, pl.String), "_line": pl.Int64})
+    return pl.concat(frames)
 
 
 def _date(column: str) -> pl.Expr:
@@ -52,7 +55,7 @@ def _date(column: str) -> pl.Expr:
 def _symbols(company_info: Path | None) -> dict[str, str]:
     if company_info is None or not company_info.exists():
         return {}
-    info = _read(company_info)
+    info = _read(company_info, LoadStats())
     return dict(zip(info["company_id"].str.strip_chars().to_list(), info["symbol"].to_list(), strict=True))
 
 
@@ -61,7 +64,6 @@ def _split(frame: pl.DataFrame, checks: list[tuple[pl.Expr, str]], stats: LoadSt
     for condition, message in reversed(checks):
         reason = pl.when(condition.fill_null(True)).then(pl.lit(message)).otherwise(reason)
     frame = frame.with_columns(_reason=reason)
-    stats.rows_read += frame.height
     bad = frame.filter(pl.col("_reason").is_not_null())
     stats.rejected.extend(RejectedRow(int(line), str(why)) for line, why in bad.select("_line", "_reason").iter_rows())
     good = frame.filter(pl.col("_reason").is_null())
@@ -143,11 +145,9 @@ def _asx_actions(frame: pl.DataFrame, action: str, exchange: str, symbols: dict[
 
 def read_reference(path: Path, exchange: str | None = None, company_info: Path | None = None) -> ReferenceBatch:
     """Parse one reference-data file; bad rows are in the stats with their line number and reason."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    frame = _read(path)
-    columns = set(frame.columns)
     stats = LoadStats()
+    frame = _read(path, stats)
+    columns = set(frame.columns)
     exchange = exchange or "ASX"
     info = company_info or path.parent / "company_info.csv"
     if {"company_id", "symbol", "company_name", "start_date"} <= columns:
