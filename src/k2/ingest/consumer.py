@@ -206,11 +206,14 @@ class LakeIngestor:
         self._unread_checked_at = now
         try:
             assignment = consumer.assignment()
-            positions = {tp.partition: tp.offset for tp in consumer.position(assignment)}
+            # a partition nothing was consumed from since its assignment has no position yet: it stands
+            # where it was assigned (the lake's offset, or the beginning)
+            positions = {tp.partition: tp.offset if tp.offset >= 0 else self.report.start_offsets.get(tp.partition, -1)
+                         for tp in consumer.position(assignment)}
             self._unread = False
             for tp in assignment:
                 low, high = consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                if high > max(positions.get(tp.partition, -1), low):
+                if high > max(positions[tp.partition], low):
                     self._unread = True
                     break
         except KafkaException:  # a broker too busy to say is a broker that may still deliver

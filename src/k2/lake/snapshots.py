@@ -18,23 +18,32 @@ from k2.errors import SnapshotNotFoundError
 
 
 def ancestry(metadata: TableMetadata) -> Iterator[Snapshot]:
-    """The current snapshot, then its parent, and so on to the first. Lazy: a caller that stops early pays only
-    for the snapshots it looked at, plus one index of the snapshots if it walks further than the parent."""
-    snapshot = metadata.current_snapshot()
+    """The current snapshot, then its parent, and so on to the first. Lazy, and newest first: each step looks
+    for the parent from the end of the snapshot list, where recent snapshots are, so a caller that stops at the
+    current snapshot or its parent pays the same with 10 snapshots or 10,000 (pyiceberg's own lookup scans the
+    list from the start)."""
+    snapshot = _find(metadata.snapshots, metadata.current_snapshot_id)
+    steps = 0
     index: dict[int, Snapshot] | None = None
-    depth = 0
     while snapshot is not None:
         yield snapshot
-        parent = snapshot.parent_snapshot_id
-        if parent is None:
-            return
-        depth += 1
-        if depth == 1:
-            snapshot = metadata.snapshot_by_id(parent)
+        steps += 1
+        if steps < _SCANNED_STEPS:
+            snapshot = _find(metadata.snapshots, snapshot.parent_snapshot_id)
             continue
-        if index is None:
+        if index is None:  # a long walk: one index instead of a scan per step
             index = {s.snapshot_id: s for s in metadata.snapshots}
-        snapshot = index.get(parent)
+        parent = snapshot.parent_snapshot_id
+        snapshot = index.get(parent) if parent is not None else None
+
+
+_SCANNED_STEPS = 8
+
+
+def _find(snapshots: list[Snapshot], snapshot_id: int | None) -> Snapshot | None:
+    if snapshot_id is None:
+        return None
+    return next((s for s in reversed(snapshots) if s.snapshot_id == snapshot_id), None)
 
 
 def property_of(snapshot: Snapshot, name: str) -> str | None:

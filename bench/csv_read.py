@@ -1,7 +1,7 @@
 """CSV reading: K2's reader (physical lines, UTF-8 and quote checks, pyarrow parse, per-row validation to Arrow
 trades) against the ceiling of pyarrow parsing the same file into string columns, in the same run.
 
-    .venv/bin/python bench/csv.py --rows 1500000
+    .venv/bin/python bench/csv_read.py --rows 1500000
 
 Prints rows/s for a generic-layout file and an ASX-layout file, and K2 / ceiling.
 """
