@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from k2.kafka.broker import BrokerState
 from k2.settings import Settings
@@ -132,16 +133,31 @@ def test_sigint_during_load_flushes_what_was_read(broker: BrokerState, home: Pat
     env = {"K2_KAFKA_BOOTSTRAP": broker.bootstrap, "K2_TOPIC_TRADES": f"sigint-{tag}", "K2_TOPIC_DLQ": f"dlq-{tag}",
            "K2_CONSUMER_GROUP": f"g-{tag}", "K2_CSV_CHUNK_ROWS": "20000"}
     csv_path = tmp_path / "big.csv"
-    assert run_k2("generate", "--trades", "1500000", "--out", str(csv_path), home=home).returncode == 0
+    assert run_k2("generate", "--trades", "2000000", "--out", str(csv_path), home=home).returncode == 0
     process = subprocess.Popen([*K2, "load", str(csv_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "K2_HOME": str(home), **env})
-    time.sleep(4)
+    # interrupt once the first records are in Kafka: mid-load on a fast or a slow machine alike (a fixed sleep
+    # raced the load's end: 2M rows take ~6 s here, the first chunk lands within ~1.5 s)
+    probe = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"probe-{tag}"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            topic = probe.list_topics(env["K2_TOPIC_TRADES"], timeout=5).topics[env["K2_TOPIC_TRADES"]]
+            if not topic.error and any(
+                probe.get_watermark_offsets(TopicPartition(env["K2_TOPIC_TRADES"], p), timeout=5)[1] > 0
+                for p in topic.partitions
+            ):
+                break
+        except KafkaException:
+            pass
+        time.sleep(0.05)
+    probe.close()
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "interrupted" in out
     sent = int(re.search(r"sent ([\d,]+), rejected", out).group(1).replace(",", ""))  # type: ignore[union-attr]
-    assert 0 < sent < 1_500_000
+    assert 0 < sent < 2_000_000
     ingested = run_k2("ingest", "--idle-seconds", "2", home=home, env=env)
     assert f"landed {sent:,} rows" in ingested.stdout, ingested.stdout + ingested.stderr
 

@@ -216,7 +216,9 @@ def test_a_letter_the_broker_refuses_is_never_marked_replayed(kafka_settings: Se
     writer = DeadLetterWriter(settings, bootstrap)
     writer.send(letters)
     writer.close()
-    with pytest.raises(DeadLetterError, match=r"Invalid topic.*3,000 acknowledged ones are marked replayed"):
+    # brokers differ in how they refuse it (Tansu: invalid topic; noida: unknown topic, which librdkafka may then
+    # refuse itself before sending): either way it is not acknowledged
+    with pytest.raises(DeadLetterError, match=r"(Invalid|Unknown) topic.*3,000 acknowledged ones are marked replayed"):
         replay_dead_letters(settings, bootstrap)
     assert _settled_replay_offsets(settings) == {0: 0, 1: 0, 2: 0, 3: 0} | {_dlq_partition(settings): 3_000}
     assert {f"letter-{i}".encode() for i in range(3_000)} <= _values_in(settings, settings.topic_trades)

@@ -190,9 +190,28 @@ class _Acknowledgements:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is None:
                 self.acked.add((letter.dlq_partition, letter.dlq_offset))
-            elif len(self.errors) < 5 and error.str() not in self.errors:
-                self.errors.append(error.str())
+            else:
+                self.refused(error)
         return on_delivery
+
+    def refused(self, error: KafkaError) -> None:
+        if len(self.errors) < 5 and error.str() not in self.errors:
+            self.errors.append(error.str())
+
+
+def _produce(producer: Producer, letter: DeadLetter, acks: _Acknowledgements) -> None:
+    """Hand one letter to the producer. A refusal before sending (librdkafka may already know the topic is
+    unknown or invalid) counts as not acknowledged, like a failed delivery; a full queue is waited out."""
+    while True:
+        try:
+            producer.produce(letter.source_topic, letter.value, letter.key, on_delivery=acks.callback(letter))
+            producer.poll(0)
+            return
+        except BufferError:
+            producer.poll(0.1)
+        except KafkaException as exc:
+            acks.refused(exc.args[0])
+            return
 
 
 def acknowledged_prefix(letters: list[DeadLetter], acked: set[tuple[int, int]]) -> dict[int, int]:
@@ -223,8 +242,7 @@ def replay_dead_letters(settings: Settings, bootstrap: str) -> ReplayReport:
         while chunk := list(islice(letters, settings.dlq_replay_chunk)):
             acks = _Acknowledgements()
             for letter in chunk:
-                producer.produce(letter.source_topic, letter.value, letter.key, on_delivery=acks.callback(letter))
-                producer.poll(0)
+                _produce(producer, letter, acks)
             producer.flush(timeout)
             done = acknowledged_prefix(chunk, acks.acked)
             marked = sum(1 for x in chunk if x.dlq_offset < done.get(x.dlq_partition, -1))
