@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     namespace: str = "market"
     symbol_buckets: int = Field(16, ge=1, description="bucket(N, symbol) partition count.")
 
+    # Query
+    query_cache_mb: int = Field(
+        1024, ge=0, description="Hot tier: MiB of decoded data files a query process keeps in memory (0 = off)."
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

@@ -9,6 +9,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.table import Table
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from k2.errors import CatalogError
@@ -97,3 +98,25 @@ def load_table(catalog: Catalog, settings: Settings, dataset: Dataset) -> Table 
             return catalog.load_table(identifier)
     except NoSuchTableError:
         return None
+
+
+_LOCATION_SQL = text(
+    "SELECT metadata_location FROM iceberg_tables "
+    "WHERE catalog_name = :catalog AND table_namespace = :namespace AND table_name = :name"
+)
+
+
+def metadata_location(catalog: Catalog, settings: Settings, dataset: Dataset) -> str | None:
+    """Where the table's current metadata is (None: no table). The cheap freshness check of a reader that keeps
+    plans: one indexed row from a SQL catalog (~0.1 ms), instead of loading and parsing the metadata (~2 ms+).
+    Other catalogs have no cheaper way than a load."""
+    identifier = table_identifier(settings, dataset)
+    with catalog_errors(".".join(identifier)):
+        if isinstance(catalog, SqlCatalog):
+            with catalog.engine.connect() as connection:
+                found = connection.execute(
+                    _LOCATION_SQL, {"catalog": catalog.name, "namespace": identifier[0], "name": identifier[1]}
+                ).scalar()
+            return str(found) if found else None
+    table = load_table(catalog, settings, dataset)
+    return table.metadata_location if table is not None else None

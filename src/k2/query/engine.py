@@ -1,7 +1,7 @@
-"""DuckDB query engine over K2's Iceberg tables.
+"""K2's query engine over its Iceberg tables: the one object the CLI, the API and Python users call.
 
-pyiceberg plans the scan (partition and manifest pruning on symbol and time), DuckDB reads the surviving parquet
-files with row-group pruning. Measured against `iceberg_scan()` in bench/query.py; see docs/decisions/0003.
+Plans are kept per table snapshot (query/plan.py), decoded files in a hot tier (query/tier.py), and DuckDB
+aggregates the selected Arrow rows. Why this shape, with numbers: docs/decisions/0011-query-engine.md.
 """
 
 from __future__ import annotations
@@ -11,23 +11,20 @@ import re
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pyarrow as pa
-from pyiceberg.expressions import (
-    AlwaysTrue,
-    And,
-    BooleanExpression,
-    EqualTo,
-    GreaterThanOrEqual,
-    In,
-    LessThan,
-)
+import pyarrow.compute as pc
 from pyiceberg.table import Table
 
 from k2.errors import QueryError
-from k2.lake.catalog import catalog_errors, load_table, open_catalog
+from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.quality import QUALITY_TABLE, landed_batches
-from k2.lake.snapshots import ancestry, property_of, require_snapshot
+from k2.lake.snapshots import ancestry, property_of
+from k2.query.asof import asof_join
+from k2.query.plan import Plan, Planner
+from k2.query.reader import Reader, conform, where
+from k2.query.tier import HotTier
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
 
@@ -44,6 +41,11 @@ BARS_SCHEMA = pa.schema([
     ("symbol", pa.string()), ("bar_start", _TS), ("open", _PRICE), ("high", _PRICE), ("low", _PRICE),
     ("close", _PRICE), ("volume", pa.int64()), ("trades", pa.int64()), ("vwap", _PRICE),
 ])
+VWAP_SCHEMA = pa.schema([
+    ("symbol", pa.string()), ("vwap", _PRICE), ("volume", pa.int64()), ("trades", pa.int64()),
+    ("first_ts", _TS), ("last_ts", _TS),
+])
+VWAP_BUCKET_SCHEMA = VWAP_SCHEMA.insert(1, pa.field("bar_start", _TS))
 COUNTS_SCHEMA = pa.schema([
     ("exchange", pa.string()), ("symbol", pa.string()), ("trades", pa.int64()), ("first_ts", _TS), ("last_ts", _TS),
 ])
@@ -62,15 +64,15 @@ SNAPSHOTS_SCHEMA = pa.schema([
 ])
 
 
-def parse_interval(text: str) -> str:
-    """'1m', '5min', '1h', '1d' → a DuckDB INTERVAL literal; at most a year."""
+def interval_micros(text: str) -> int:
+    """'1s', '5min', '1h', '1d' → microseconds; at most a year."""
     match = _INTERVAL.match(text.strip().lower())
     if not match or int(match.group(1)) <= 0:
         raise QueryError(f"interval {text!r} is not like 1m, 5m, 15m, 1h, 1d")
     count, unit = int(match.group(1)), _UNITS[match.group(2)]
     if count * _UNIT_SECONDS[unit] > MAX_INTERVAL_DAYS * 86_400:
         raise QueryError(f"interval {text!r} is longer than {MAX_INTERVAL_DAYS} days")
-    return f"{count} {unit}"
+    return count * _UNIT_SECONDS[unit] * 1_000_000
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -88,7 +90,8 @@ class TimeRange:
 
 
 class QueryEngine:
-    """Read-side API used by the CLI, the API and the demo."""
+    """Read-side API used by the CLI, the API and the demo. Keep one per process: it caches plans per table
+    snapshot and decoded files (the hot tier), and checks the catalog for a newer snapshot on every query."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -96,16 +99,28 @@ class QueryEngine:
         self._catalog = open_catalog(settings, writable=not settings.home_path.exists())
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
+        self._planner = Planner(self._catalog, settings)
+        self._tier = HotTier(settings.query_cache_mb * 1024 * 1024)
+        self._reader = Reader(self._tier, self._con)
 
     @property
     def settings(self) -> Settings:
         return self._settings
 
+    @property
+    def planner(self) -> Planner:
+        return self._planner
+
+    @property
+    def tier(self) -> HotTier:
+        return self._tier
+
     def close(self) -> None:
         self._con.close()
+        self._tier.clear()
 
     def table(self, dataset: Dataset) -> Table | None:
-        return load_table(self._catalog, self._settings, dataset)
+        return self._planner.table(dataset)
 
     def snapshots(self, dataset: Dataset) -> pa.Table:
         """The table's current history, newest first, with the Kafka offsets each snapshot had landed up to."""
@@ -127,146 +142,156 @@ class QueryEngine:
             })
         return pa.Table.from_pylist(rows, schema=SNAPSHOTS_SCHEMA)
 
-    def _filter(self, symbols: list[str] | None, span: TimeRange) -> BooleanExpression:
-        # pyiceberg's predicate classes are pydantic models whose stubs hide the positional constructor
-        expr: BooleanExpression = AlwaysTrue()
-        if symbols:
-            by_symbol = EqualTo("symbol", symbols[0]) if len(symbols) == 1 else In("symbol", symbols)  # type: ignore
-            expr = And(expr, by_symbol)
-        if span.start:
-            expr = And(expr, GreaterThanOrEqual("ts", _utc(span.start).isoformat()))  # type: ignore
-        if span.end:
-            expr = And(expr, LessThan("ts", _utc(span.end).isoformat()))  # type: ignore
-        return expr
+    def _plan(self, dataset: Dataset, symbols: list[str] | None, span: TimeRange, snapshot_id: int | None,
+              as_of: dt.datetime | None = None) -> Plan:
+        return self._planner.plan(dataset, symbols, span.start, span.end, snapshot_id, as_of)
 
     def files(
         self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
         snapshot_id: int | None = None,
     ) -> list[str]:
-        """Data files that may hold matching rows, after partition and column-statistics pruning."""
-        return self._plan(self.table(dataset), self._filter(symbols, span or TimeRange()), snapshot_id)
-
-    @staticmethod
-    def _plan(table: Table | None, row_filter: BooleanExpression, snapshot_id: int | None = None) -> list[str]:
-        if table is None:
-            if snapshot_id is not None:
-                raise QueryError(f"snapshot {snapshot_id}: the table does not exist yet")
-            return []
-        if snapshot_id is not None:
-            require_snapshot(table, snapshot_id)
-        if table.current_snapshot() is None:
-            return []
-        paths = []
-        with catalog_errors(".".join(table.name())):
-            tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot_id).plan_files())
-        for task in tasks:
-            if task.delete_files:
-                raise QueryError(f"{table.name()} has delete files; K2 tables are append/overwrite only")
-            paths.append(task.file.file_path.removeprefix("file://"))
-        return paths
-
-    def _where(self, symbols: list[str] | None, span: TimeRange) -> tuple[str, list[object]]:
-        clauses: list[str] = ["TRUE"]
-        params: list[object] = []
-        if symbols:
-            clauses.append(f"symbol IN ({', '.join('?' for _ in symbols)})")
-            params.extend(symbols)
-        if span.start:
-            clauses.append("ts >= ?")
-            params.append(_utc(span.start))
-        if span.end:
-            clauses.append("ts < ?")
-            params.append(_utc(span.end))
-        return " AND ".join(clauses), params
-
-    def _run(self, sql: str, files: list[str], params: list[object]) -> pa.Table:
-        source = "read_parquet(?, union_by_name = true, hive_partitioning = false)"
-        result: pa.Table = self._con.execute(sql.format(source=source), [files, *params]).to_arrow_table()
-        return result
+        """Data files that may hold matching rows, after pruning on time, symbol bounds and symbol bucket."""
+        return self._plan(dataset, symbols, span or TimeRange(), snapshot_id).paths
 
     def ticks(
         self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
-        limit: int | None = None, snapshot_id: int | None = None,
+        limit: int | None = None, snapshot_id: int | None = None, as_of: dt.datetime | None = None,
+        by_symbol: bool = False,
     ) -> pa.Table:
-        """Trades or quotes in time order (ts, symbol, sequence)."""
+        """Trades or quotes in time order (ts, symbol, sequence), or (symbol, ts, sequence) when `by_symbol`."""
         span = span or TimeRange()
-        files = self.files(dataset, symbols, span, snapshot_id)
-        if not files:
-            return arrow_schema(dataset).empty_table()
-        where, params = self._where(symbols, span)
-        limit_sql = f" LIMIT {int(limit)}" if limit else ""
-        return self._run(
-            f"SELECT * FROM {{source}} WHERE {where} ORDER BY ts, symbol, sequence{limit_sql}", files, params
-        )
+        plan = self._plan(dataset, symbols, span, snapshot_id, as_of)
+        rows = self._reader.read(plan, arrow_schema(dataset), symbols, span.start, span.end, by_time=not by_symbol)
+        return rows.slice(0, limit) if limit else rows
 
     def count(
         self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
-        snapshot_id: int | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
     ) -> int:
         """How many rows `ticks` would return without a limit."""
         span = span or TimeRange()
-        files = self.files(dataset, symbols, span, snapshot_id)
-        if not files:
-            return 0
-        where, params = self._where(symbols, span)
-        result = self._run(f"SELECT count(*) AS n FROM {{source}} WHERE {where}", files, params)
-        return int(result.column("n")[0].as_py())
+        plan = self._plan(dataset, symbols, span, snapshot_id, as_of)
+        return self._reader.count(plan, symbols, span.start, span.end)
 
     def trades(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
-        snapshot_id: int | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
     ) -> pa.Table:
-        return self.ticks(Dataset.TRADES, symbols, span, limit, snapshot_id)
+        return self.ticks(Dataset.TRADES, symbols, span, limit, snapshot_id, as_of)
 
     def quotes(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, limit: int | None = None,
-        snapshot_id: int | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
     ) -> pa.Table:
-        return self.ticks(Dataset.QUOTES, symbols, span, limit, snapshot_id)
+        return self.ticks(Dataset.QUOTES, symbols, span, limit, snapshot_id, as_of)
 
     def reference(self, dataset: Dataset = Dataset.REFERENCE, symbols: list[str] | None = None) -> pa.Table:
         """Instruments (valid_from order) or corporate actions (ex_date order) — small, unpartitioned tables."""
-        files = self.files(dataset, symbols)
-        if not files:
+        plan = self._plan(dataset, symbols, TimeRange(), None)
+        if not plan.paths:
             return arrow_schema(dataset).empty_table()
-        where, params = self._where(symbols, TimeRange())
+        clauses, params = where(symbols, None, None)
         order = "valid_from" if dataset is Dataset.REFERENCE else "ex_date"
-        return self._run(f"SELECT * FROM {{source}} WHERE {where} ORDER BY symbol, {order}", files, params)
+        sql = (f"SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) WHERE {clauses} "
+               f"ORDER BY symbol, {order}")
+        local = [p.removeprefix("file://") for p in plan.paths]
+        return conform(self._con.execute(sql, [local, *params]).to_arrow_table(), arrow_schema(dataset))
+
+    def _aggregate(self, sql: str, rows: pa.Table, params: list[object] | None = None) -> pa.Table:
+        """Run `sql` over `rows` registered as the view `ticks`, with a `_row` column in the rows' order."""
+        numbered = rows.append_column("_row", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
+        self._con.register("ticks", numbered)
+        try:
+            result: pa.Table = self._con.execute(sql, params or []).to_arrow_table()
+            return result
+        finally:
+            self._con.unregister("ticks")
 
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
-        snapshot_id: int | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
     ) -> pa.Table:
-        """OHLCV bars per symbol; open/close are the first/last trade by (ts, sequence) in each bar."""
+        """OHLCV bars per symbol on UTC boundaries; open/close are the first/last trade by (ts, sequence) in each
+        bar, VWAP is exact decimal arithmetic."""
         span = span or TimeRange()
-        step = parse_interval(interval)
-        files = self.files(Dataset.TRADES, symbols, span, snapshot_id)
-        if not files:
+        step_us = interval_micros(interval)
+        rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+        if rows.num_rows == 0:
             return BARS_SCHEMA.empty_table()
-        where, params = self._where(symbols, span)
-        sql = f"""
-            SELECT symbol, time_bucket(INTERVAL '{step}', ts) AS bar_start,
-                   first(price ORDER BY ts, sequence) AS open, max(price) AS high, min(price) AS low,
-                   last(price ORDER BY ts, sequence) AS close, sum(size)::BIGINT AS volume,
-                   count(*) AS trades,
+        # integer bucketing on the epoch: time_bucket() on TIMESTAMPTZ goes through ICU calendar code (~100x)
+        result = self._aggregate(
+            """SELECT symbol, (epoch_us(ts) // ?) * ? AS bar_start,
+                   arg_min(price, _row) AS open, max(price) AS high, min(price) AS low,
+                   arg_max(price, _row) AS close, sum(size)::BIGINT AS volume, count(*) AS trades,
                    CAST(sum(price * size) / sum(size) AS DECIMAL(18, 8)) AS vwap
-            FROM {{source}} WHERE {where}
-            GROUP BY ALL ORDER BY symbol, bar_start"""
-        return self._run(sql, files, params)
+               FROM ticks GROUP BY ALL ORDER BY symbol, bar_start""",
+            rows, [step_us, step_us],
+        )
+        return result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
+
+    def vwap(
+        self, symbols: list[str] | None = None, span: TimeRange | None = None, interval: str | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
+    ) -> pa.Table:
+        """Volume-weighted average price per symbol over the window, or per UTC bucket of `interval` within it
+        (exact: the sum of price x size in 38-digit decimals)."""
+        span = span or TimeRange()
+        step_us = interval_micros(interval) if interval else None
+        rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+        if rows.num_rows == 0:
+            return (VWAP_BUCKET_SCHEMA if step_us else VWAP_SCHEMA).empty_table()
+        bucket = "(epoch_us(ts) // ?) * ? AS bar_start, " if step_us else ""
+        result = self._aggregate(
+            f"""SELECT symbol, {bucket}CAST(sum(price * size) / sum(size) AS DECIMAL(18, 8)) AS vwap,
+                   sum(size)::BIGINT AS volume, count(*) AS trades, min(ts) AS first_ts, max(ts) AS last_ts
+               FROM ticks GROUP BY ALL ORDER BY ALL""",
+            rows, [step_us, step_us] if step_us else [],
+        )
+        if step_us:
+            result = result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
+        return result
+
+    def last(
+        self, dataset: Dataset, symbols: list[str] | None, at: dt.datetime, snapshot_id: int | None = None,
+        as_of: dt.datetime | None = None,
+    ) -> pa.Table:
+        """The last trade or quote at or before `at` for each symbol (every symbol when None), by (ts, sequence):
+        a point-in-time snapshot of the market. Symbols with nothing before `at` are left out."""
+        end = at + dt.timedelta(microseconds=1)
+        plan = self._planner.plan(dataset, symbols, None, end, snapshot_id, as_of)
+        return self._reader.last(plan, arrow_schema(dataset), symbols, end)
+
+    def asof(
+        self, symbols: list[str] | None = None, span: TimeRange | None = None, snapshot_id: int | None = None,
+        as_of: dt.datetime | None = None,
+    ) -> pa.Table:
+        """Every trade with the quote prevailing at its time: the last quote of its symbol with ts ≤ the trade's
+        (ties go to the quote: it was on the book when the trade printed). Trades before any quote get nulls."""
+        span = span or TimeRange()
+        trades = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+        quotes = self.ticks(Dataset.QUOTES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+        if span.start is not None and trades.num_rows:
+            wanted = symbols or pc.unique(trades.column("symbol")).to_pylist()
+            before = self.last(Dataset.QUOTES, wanted, span.start - dt.timedelta(microseconds=1),
+                               snapshot_id=snapshot_id, as_of=as_of)
+            if before.num_rows:  # the quotes prevailing at the window's start
+                combined = pa.concat_tables([before, quotes])
+                quotes = combined.take(pc.sort_indices(combined, [("symbol", "ascending"), ("ts", "ascending"),
+                                                                  ("sequence", "ascending")]))
+        return asof_join(trades, quotes)
 
     def counts(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, snapshot_id: int | None = None
     ) -> pa.Table:
         """Rows and time span per (exchange, symbol)."""
         span = span or TimeRange()
-        files = self.files(Dataset.TRADES, symbols, span, snapshot_id)
-        if not files:
+        rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id)
+        if rows.num_rows == 0:
             return COUNTS_SCHEMA.empty_table()
-        where, params = self._where(symbols, span)
-        return self._run(
+        return self._aggregate(
             "SELECT exchange, symbol, count(*) AS trades, min(ts) AS first_ts, max(ts) AS last_ts "
-            f"FROM {{source}} WHERE {where} GROUP BY ALL ORDER BY exchange, symbol",
-            files, params,
+            "FROM ticks GROUP BY ALL ORDER BY exchange, symbol",
+            rows,
         )
 
     def quality(self, symbols: list[str] | None = None) -> pa.Table:
@@ -274,28 +299,32 @@ class QueryEngine:
         current gaps (count and missing sequence numbers) with the landed sequence span. Only batches in each data
         table's current ancestry count: a rolled-back batch's counts are gone with its rows."""
         identifier = (self._settings.namespace, QUALITY_TABLE)
-        table = self._catalog.load_table(identifier) if self._catalog.table_exists(identifier) else None
-        files = self._plan(table, AlwaysTrue())
+        with catalog_errors(".".join(identifier)):
+            table = self._catalog.load_table(identifier) if self._catalog.table_exists(identifier) else None
+            tasks = list(table.scan().plan_files()) if table is not None and table.current_snapshot() else []
+        files = [task.file.file_path.removeprefix("file://") for task in tasks]
         if not files:
             return QUALITY_VIEW_SCHEMA.empty_table()
         tables = [t for d in Dataset if (t := self.table(d)) is not None]
         batches = [b for t in tables for b in landed_batches(t)]
         snapshots = [s.snapshot_id for t in tables for s in ancestry(t.metadata)]  # rows from before batch ids
-        where, params = self._where(symbols, TimeRange())
+        clauses, params = where(symbols, None, None)
         self._con.register("_k2_batches", pa.table({"batch": pa.array(batches, pa.string())}))
         self._con.register("_k2_snapshots", pa.table({"snapshot_id": pa.array(snapshots, pa.int64())}))
         try:
-            return self._run(
+            result: pa.Table = self._con.execute(
                 "SELECT dataset, exchange, symbol, day, sum(received)::BIGINT AS received, "
                 "sum(landed)::BIGINT AS landed, sum(duplicates)::BIGINT AS duplicates, sum(late)::BIGINT AS late, "
                 "arg_max(first_sequence, committed_at) AS first_sequence, "
                 "arg_max(last_sequence, committed_at) AS last_sequence, "
                 "arg_max(gaps, committed_at) AS gaps, arg_max(missing, committed_at) AS missing "
-                f"FROM {{source}} WHERE {where} AND (batch IN (SELECT batch FROM _k2_batches) "
+                "FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+                f"WHERE {clauses} AND (batch IN (SELECT batch FROM _k2_batches) "
                 "OR (batch IS NULL AND snapshot_id IN (SELECT snapshot_id FROM _k2_snapshots))) "
                 "GROUP BY ALL ORDER BY ALL",
-                files, params,
-            )
+                [files, *params],
+            ).to_arrow_table()
+            return result
         finally:
             self._con.unregister("_k2_batches")
             self._con.unregister("_k2_snapshots")

@@ -1,0 +1,180 @@
+"""Rows of the planned files that match symbols and a time range, as one Arrow table in a stated order.
+
+Files in the hot tier are sliced (zero copy); files it cannot hold are read by DuckDB with the same predicate
+(row-group pruning on the sorted columns). Pieces from several files are merged: concatenated when their time
+ranges do not overlap (the usual case: each commit covers later ticks), sorted otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from k2.query.plan import Plan, to_micros
+from k2.query.tier import HotTier
+
+
+class Reader:
+    def __init__(self, tier: HotTier, connection: duckdb.DuckDBPyConnection) -> None:
+        self._tier = tier
+        self._con = connection
+
+    def read(
+        self, plan: Plan, schema: pa.Schema, symbols: list[str] | None, start: dt.datetime | None,
+        end: dt.datetime | None, by_time: bool = True,
+    ) -> pa.Table:
+        """Matching rows in (ts, symbol, sequence) order when `by_time`, else (symbol, ts, sequence)."""
+        if plan.table is None or not plan.paths:
+            return schema.empty_table()
+        start_us = to_micros(start) if start is not None else None
+        end_us = to_micros(end) if end is not None else None
+        pieces: list[pa.Table] = []
+        cold: list[str] = []
+        wanted = sorted(set(symbols)) if symbols else None
+        for path in plan.paths:
+            hot = self._tier.get(plan.table.io, path)
+            if hot is None:
+                cold.append(path)
+                continue
+            for symbol in wanted if wanted is not None else sorted(hot.symbols):
+                first, stop = hot.rows(symbol, start_us, end_us)
+                if stop > first:
+                    pieces.append(hot.table.slice(first, stop - first))
+        if cold:
+            pieces.append(self._read_cold(cold, wanted, start, end))
+        return _merged([conform(p, schema) for p in pieces if p.num_rows], schema, by_time)
+
+    def count(self, plan: Plan, symbols: list[str] | None, start: dt.datetime | None,
+              end: dt.datetime | None) -> int:
+        if plan.table is None or not plan.paths:
+            return 0
+        start_us = to_micros(start) if start is not None else None
+        end_us = to_micros(end) if end is not None else None
+        total = 0
+        cold: list[str] = []
+        for path in plan.paths:
+            hot = self._tier.get(plan.table.io, path)
+            if hot is None:
+                cold.append(path)
+                continue
+            for symbol in symbols if symbols else hot.symbols:
+                first, stop = hot.rows(symbol, start_us, end_us)
+                total += stop - first
+        if cold:
+            total += self._read_cold(cold, symbols, start, end).num_rows
+        return total
+
+    def last(self, plan: Plan, schema: pa.Schema, symbols: list[str] | None, end: dt.datetime) -> pa.Table:
+        """Per symbol, the row with the greatest (ts, sequence) before `end`, in symbol order."""
+        if plan.table is None or not plan.paths:
+            return schema.empty_table()
+        end_us = to_micros(end)
+        candidates: list[pa.Table] = []
+        cold: list[str] = []
+        for path in plan.paths:
+            hot = self._tier.get(plan.table.io, path)
+            if hot is None:
+                cold.append(path)
+                continue
+            rows = [stop - 1 for symbol in (symbols or hot.symbols)
+                    for first, stop in [hot.rows(symbol, None, end_us)] if stop > first]
+            if rows:
+                candidates.append(hot.table.take(pa.array(rows, pa.int64())))
+        if cold:
+            clauses, params = where(symbols, None, end)
+            candidates.append(self._con.execute(
+                "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+                f"WHERE {clauses} QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1",
+                [[p.removeprefix("file://") for p in cold], *params],
+            ).to_arrow_table())
+        found = [conform(c, schema) for c in candidates if c.num_rows]
+        if not found:
+            return schema.empty_table()
+        combined = pa.concat_tables(found)
+        order = pc.sort_indices(combined, [("symbol", "ascending"), ("ts", "descending"), ("sequence", "descending")])
+        ranked = combined.take(order)
+        symbol = ranked.column("symbol").combine_chunks()
+        firsts = np.concatenate([[0], np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(
+            zero_copy_only=False)) + 1])
+        return ranked.take(pa.array(firsts, pa.int64()))
+
+    def _read_cold(self, paths: list[str], symbols: list[str] | None, start: dt.datetime | None,
+                   end: dt.datetime | None) -> pa.Table:
+        clauses, params = where(symbols, start, end)
+        sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+               f"WHERE {clauses} ORDER BY symbol, ts, sequence")
+        local = [p.removeprefix("file://") for p in paths]
+        result: pa.Table = self._con.execute(sql, [local, *params]).to_arrow_table()
+        return result
+
+
+def where(symbols: list[str] | None, start: dt.datetime | None, end: dt.datetime | None) -> tuple[str, list[object]]:
+    """A parameterised WHERE over symbol and ts: user values are bound, never spliced."""
+    clauses: list[str] = ["TRUE"]
+    params: list[object] = []
+    if symbols:
+        clauses.append(f"symbol IN ({', '.join('?' for _ in symbols)})")
+        params.extend(symbols)
+    if start is not None:
+        clauses.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append("ts < ?")
+        params.append(end)
+    return " AND ".join(clauses), params
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table with exactly `schema`'s columns (fields a file predates read as null)."""
+    if table.schema.equals(schema, check_metadata=False):
+        return table
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _merged(pieces: list[pa.Table], schema: pa.Schema, by_time: bool) -> pa.Table:
+    """One table from per-file pieces, each in (symbol, ts, sequence) order."""
+    if not pieces:
+        return schema.empty_table()
+    if len(pieces) == 1 and (not by_time or _single_symbol(pieces[0])):
+        return pieces[0]
+    if all(_single_symbol(p) for p in pieces):
+        ordered = _ordered_without_sort(pieces, by_time)
+        if ordered is not None:
+            return pa.concat_tables(ordered)
+    keys = ["ts", "symbol", "sequence"] if by_time else ["symbol", "ts", "sequence"]
+    combined = pa.concat_tables(pieces)
+    return combined.take(pc.sort_indices(combined, [(k, "ascending") for k in keys]))
+
+
+def _ordered_without_sort(pieces: list[pa.Table], by_time: bool) -> list[pa.Table] | None:
+    """The single-symbol pieces in output order when concatenating them is enough, else None: in time order
+    their time ranges must not overlap; in symbol order only those of one symbol must not."""
+    firsts = np.array([_ts_at(p, 0) for p in pieces])
+    lasts = np.array([_ts_at(p, p.num_rows - 1) for p in pieces])
+    symbols = [p.column("symbol")[0].as_py() for p in pieces]
+    if by_time:
+        by_start = np.argsort(firsts, kind="stable")
+        return [pieces[i] for i in by_start] if bool(np.all(lasts[by_start][:-1] < firsts[by_start][1:])) else None
+    order = sorted(range(len(pieces)), key=lambda i: (symbols[i], firsts[i]))
+    for before, after in itertools.pairwise(order):
+        if symbols[before] == symbols[after] and lasts[before] >= firsts[after]:
+            return None
+    return [pieces[i] for i in order]
+
+
+def _ts_at(table: pa.Table, row: int) -> int:
+    return int(table.column("ts")[row].cast(pa.int64()).as_py())
+
+
+def _single_symbol(table: pa.Table) -> bool:
+    symbol = table.column("symbol")
+    return table.num_rows == 0 or bool(symbol[0] == symbol[-1])

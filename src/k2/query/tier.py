@@ -1,0 +1,127 @@
+"""The hot tier: decoded data files kept in memory, sorted, with each symbol's row range known.
+
+Iceberg data files never change once written, so a decoded file stays valid for as long as any snapshot lists it
+(a compaction writes new files; the old ones fall out of the plan and then out of this cache). A symbol's rows in
+a file sorted by (symbol, ts, sequence) are one contiguous range, and a time range within it is two binary
+searches: a symbol-day becomes a zero-copy slice. The cache is bounded in bytes (K2_QUERY_CACHE_MB), least
+recently used out first; files larger than the whole budget are not cached (the engine reads those with DuckDB).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyiceberg.io import FileIO
+
+from k2.lake.layout import SORT_COLUMNS
+
+
+@dataclass(frozen=True)
+class HotFile:
+    table: pa.Table
+    ts: np.ndarray  # int64 µs, in row order
+    symbols: dict[str, tuple[int, int]]  # symbol → [start, stop) rows
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes + self.ts.nbytes)
+
+    def rows(self, symbol: str, start_us: int | None, end_us: int | None) -> tuple[int, int]:
+        """[first, stop) rows of `symbol` with start ≤ ts < end."""
+        first, stop = self.symbols.get(symbol, (0, 0))
+        if first == stop:
+            return 0, 0
+        ts = self.ts[first:stop]
+        low = first + int(np.searchsorted(ts, start_us, "left")) if start_us is not None else first
+        high = first + int(np.searchsorted(ts, end_us, "left")) if end_us is not None else stop
+        return low, max(low, high)
+
+
+def prepare(table: pa.Table) -> HotFile:
+    """Sort by (symbol, ts, sequence) unless it already is, and index the symbol ranges."""
+    if not _is_sorted(table):
+        table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS if c in table.column_names])
+    table = table.combine_chunks()
+    ts = table.column("ts").combine_chunks().cast(pa.int64()).to_numpy() if table.num_rows else np.empty(0, np.int64)
+    return HotFile(table, ts, _symbol_ranges(table))
+
+
+def _is_sorted(table: pa.Table) -> bool:
+    if table.num_rows < 2 or "ts" not in table.column_names:
+        return True
+    symbol = table.column("symbol").combine_chunks()
+    ts = table.column("ts").combine_chunks().cast(pa.int64())
+    same_symbol = pc.equal(symbol[1:], symbol[:-1])
+    symbol_ok = pc.all(pc.or_(same_symbol, pc.greater(symbol[1:], symbol[:-1]))).as_py()
+    if not symbol_ok:
+        return False
+    ts_back = pc.less(ts[1:], ts[:-1])
+    if pc.any(pc.and_(same_symbol, ts_back)).as_py():
+        return False
+    if "sequence" not in table.column_names:
+        return True
+    sequence = table.column("sequence").combine_chunks()
+    tie_back = pc.and_(pc.and_(same_symbol, pc.equal(ts[1:], ts[:-1])), pc.less(sequence[1:], sequence[:-1]))
+    return not pc.any(tie_back).as_py()
+
+
+def _symbol_ranges(table: pa.Table) -> dict[str, tuple[int, int]]:
+    if table.num_rows == 0 or "symbol" not in table.column_names:
+        return {}
+    symbol = table.column("symbol").combine_chunks()
+    changes = np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)) + 1
+    starts = np.concatenate([[0], changes]).tolist()
+    stops = np.concatenate([changes, [table.num_rows]]).tolist()
+    names = symbol.take(pa.array(starts)).to_pylist()
+    return {name: (start, stop) for name, start, stop in zip(names, starts, stops, strict=True)}
+
+
+class HotTier:
+    """Decoded files by path, bounded in bytes, shared by the threads of one process."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget = budget_bytes
+        self._files: OrderedDict[str, HotFile] = OrderedDict()
+        self._used = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    def get(self, io: FileIO, path: str, size_hint: int | None = None) -> HotFile | None:
+        """The decoded file, loading it if it fits the budget; None when it never could (read it elsewhere)."""
+        with self._lock:
+            hot = self._files.get(path)
+            if hot is not None:
+                self._files.move_to_end(path)
+                self.hits += 1
+                return hot
+        if self._budget <= 0 or (size_hint is not None and size_hint > self._budget):
+            return None
+        with io.new_input(path).open() as stream:
+            hot = prepare(pq.read_table(stream))
+        with self._lock:
+            self.misses += 1
+            if hot.nbytes > self._budget:
+                return hot  # used once, not kept
+            if path not in self._files:
+                self._files[path] = hot
+                self._used += hot.nbytes
+            while self._used > self._budget and self._files:
+                _, dropped = self._files.popitem(last=False)
+                self._used -= dropped.nbytes
+        return hot
+
+    def clear(self) -> None:
+        with self._lock:
+            self._files.clear()
+            self._used = 0
