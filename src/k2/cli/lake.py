@@ -1,4 +1,4 @@
-"""`k2 rollback`: undo landed batches by making an earlier snapshot current again."""
+"""`k2 rollback` (undo landed batches by making an earlier snapshot current again) and `k2 maintain` (compaction)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,33 @@ def rollback(
     was = before.snapshot_id if before else None
     typer.echo(f"{dataset}: current snapshot is now {snapshot.snapshot_id} (was {was}); run `k2 ingest` to land "
                "again what was rolled back")
+
+
+def maintain(
+    home: HomeOption = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="trades | quotes (repeatable; default: both)")] = None,
+    min_files: Annotated[int, typer.Option(min=2, help="Rewrite partitions with at least this many files.")] = 2,
+) -> None:
+    """Compact the tick tables: each partition (day, symbol bucket) with several files becomes a few large files
+    sorted by (symbol, ts, sequence), in one commit that never changes an answer. Safe while `k2 ingest` runs."""
+    from k2.cli.progress import compact_with_progress
+    from k2.lake.catalog import load_table, open_catalog
+    from k2.schemas import Dataset
+
+    chosen = dataset or [Dataset.TRADES.value, Dataset.QUOTES.value]
+    for name in chosen:
+        choice(name, [Dataset.TRADES.value, Dataset.QUOTES.value], "--dataset")
+    settings_for(home).existing_home()
+    settings = writer_settings(home)
+    catalog = open_catalog(settings)
+    for name in chosen:
+        table = load_table(catalog, settings, Dataset(name))
+        if table is None:
+            typer.echo(f"{name}: no table yet")
+            continue
+        report = compact_with_progress(table, min_files)
+        if report.partitions == 0:
+            typer.echo(f"{name}: already compact (no partition has {min_files} or more files)")
+            continue
+        typer.echo(f"{name}: {report.partitions} partitions, {report.files_before} files -> {report.files_after}, "
+                   f"{report.rows:,} rows rewritten in snapshot {report.snapshot_id}")

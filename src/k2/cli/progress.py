@@ -6,12 +6,14 @@ import signal
 from pathlib import Path
 
 import pyarrow as pa
+from pyiceberg.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from k2.cli.output import console
 from k2.ingest import pipeline
 from k2.ingest.consumer import IngestReport
 from k2.kafka.producer import DeliveryReport
+from k2.lake.compaction import CompactionReport, compact
 from k2.schemas import Dataset
 from k2.settings import Settings
 from k2.sources.csv_ticks import Layout
@@ -83,3 +85,13 @@ def ingest_with_progress(
             bar.update(tasks[dataset], completed=report.rows_landed)
 
         return pipeline.ingest_many(settings, bootstrap, datasets, idle_seconds, max_messages, on_progress=update)
+
+
+def compact_with_progress(table: Table, min_files: int) -> CompactionReport:
+    with _progress() as bar:
+        task = bar.add_task(f"compact {table.name()[-1]}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return compact(table, min_files, on_partition=advance)
