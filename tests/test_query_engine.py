@@ -267,3 +267,37 @@ def test_an_unsorted_file_is_read_in_order_and_a_tiny_tier_stays_in_budget(tmp_p
     expected = _frame(rows).filter(pl.col("symbol") == "BBB").sort("ts", "sequence")
     assert got.column("sequence").to_pylist() == expected["sequence"].to_list()
     assert engine.tier.used_bytes <= 1024 * 1024
+
+
+def test_the_query_commands_answer_like_the_engine(lake: tuple[Settings, pa.Table, pa.Table]) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    settings = lake[0]
+    engine = QueryEngine(settings)
+
+    def k2(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "k2.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "K2_HOME": str(settings.home)})
+
+    at = "2026-03-03T15:00:00Z"
+    last = k2("query", "last", "--at", at, "-f", "json")
+    assert last.returncode == 0, last.stderr
+    expected = engine.last(Dataset.TRADES, None, dt.datetime(2026, 3, 3, 15, tzinfo=dt.UTC))
+    assert [json.loads(line)["trade_id"] for line in last.stdout.splitlines()] == expected["trade_id"].to_pylist()
+    vwap = k2("query", "vwap", "-s", "AAA", "--start", "2026-03-02", "--end", "2026-03-03", "-f", "json")
+    assert json.loads(vwap.stdout)["vwap"] == str(engine.vwap(["AAA"], _day_span(DAYS[0]))["vwap"][0].as_py())
+    asof = k2("query", "asof", "-s", "BBB", "--start", "2026-03-03", "-f", "csv")
+    assert len(asof.stdout.splitlines()) == 1 + engine.asof(["BBB"], TimeRange(
+        dt.datetime(2026, 3, 3, tzinfo=dt.UTC))).num_rows
+    # time travel to before the lake existed: empty, not an error
+    past = k2("query", "trades", "--as-of", "2000-01-01", "-f", "csv")
+    assert past.returncode == 0 and len(past.stdout.splitlines()) <= 1
+    recent = k2("query", "trades", "--start", "-1d", "-f", "csv")  # relative times parse (nothing that recent)
+    assert recent.returncode == 0, recent.stderr
+    bad = k2("query", "trades", "--start", "yesterday-ish")
+    assert bad.returncode == 2 and "-15m" in bad.stderr and "Traceback" not in bad.stderr
+    snapshots = k2("snapshots", "-f", "json")
+    assert len(snapshots.stdout.splitlines()) == 7

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from k2.cli.common import (
+    AsOfOption,
     EndOption,
     FormatOption,
     HomeOption,
@@ -35,39 +36,47 @@ def _engine(home: Path | None):  # type: ignore[no-untyped-def]
 
 def _query_ticks(
     dataset: str, home: Path | None, symbol: str | None, start: str | None, end: str | None, limit: int | None,
-    fmt: OutputFormat, snapshot: int | None,
+    fmt: OutputFormat, snapshot: int | None, as_of: str | None,
 ) -> None:
     """Every matching row for csv/json (unless --limit); the table view shows the first rows and says of how many."""
-    from k2.query.engine import TimeRange
     from k2.schemas import Dataset
 
-    span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
+    span = _span(start, end)
     engine = _engine(home)
-    symbols, chosen = split_symbols(symbol), Dataset(dataset)
+    symbols, chosen, when = split_symbols(symbol), Dataset(dataset), parse_time(as_of, "--as-of")
     if fmt is OutputFormat.TABLE and limit is None:
-        rows = engine.ticks(chosen, symbols, span, TABLE_ROWS, snapshot)
-        total = rows.num_rows if rows.num_rows < TABLE_ROWS else engine.count(chosen, symbols, span, snapshot)
+        rows = engine.ticks(chosen, symbols, span, TABLE_ROWS, snapshot, when)
+        total = (rows.num_rows if rows.num_rows < TABLE_ROWS
+                 else engine.count(chosen, symbols, span, snapshot, when))
         render(rows, fmt, dataset, total=total)
         return
-    render(engine.ticks(chosen, symbols, span, limit, snapshot), fmt, dataset, max_rows=limit or TABLE_ROWS)
+    render(engine.ticks(chosen, symbols, span, limit, snapshot, when), fmt, dataset, max_rows=limit or TABLE_ROWS)
+
+
+def _span(start: str | None, end: str | None):  # type: ignore[no-untyped-def]
+    from k2.query.engine import TimeRange
+
+    return TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
 
 
 @app.command("trades")
 def query_trades(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
     limit: LimitOption = None, fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+    as_of: AsOfOption = None,
 ) -> None:
     """Trades in time order."""
-    _query_ticks("trades", home, symbol, start, end, limit, fmt, snapshot)
+    _query_ticks("trades", home, symbol, start, end, limit, fmt, snapshot, as_of)
 
 
 @app.command("quotes")
 def query_quotes(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
     limit: LimitOption = None, fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+    as_of: AsOfOption = None,
 ) -> None:
     """L1 quotes (bid/ask price and size; an empty side is blank) in time order."""
-    _query_ticks("quotes", home, symbol, start, end, limit, fmt, snapshot)
+    _query_ticks("quotes", home, symbol, start, end, limit, fmt, snapshot, as_of)
 
 
 @app.command("reference")
@@ -86,13 +95,55 @@ def query_reference(
 def query_bars(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
     interval: Annotated[str, typer.Option("--interval", "-i", help="Bar size: 1m, 5m, 1h, 1d …")] = "1m",
-    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
 ) -> None:
-    """OHLCV bars (open, high, low, close, volume, trade count, VWAP)."""
-    from k2.query.engine import TimeRange
+    """OHLCV bars on UTC boundaries (open, high, low, close, volume, trade count, VWAP), 1s to 366d."""
+    rows = _engine(home).bars(split_symbols(symbol), interval, _span(start, end), snapshot,
+                              parse_time(as_of, "--as-of"))
+    render(rows, fmt, f"{interval} bars")
 
-    span = TimeRange(parse_time(start, "--start"), parse_time(end, "--end"))
-    render(_engine(home).bars(split_symbols(symbol), interval, span, snapshot), fmt, f"{interval} bars")
+
+@app.command("vwap")
+def query_vwap(
+    home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
+    interval: Annotated[str | None, typer.Option("--interval", "-i", help="Per bucket (1h, 1d …); default: one "
+                                                 "figure for the whole window.")] = None,
+    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
+) -> None:
+    """Volume-weighted average price per symbol over the window (exact decimal arithmetic)."""
+    rows = _engine(home).vwap(split_symbols(symbol), _span(start, end), interval, snapshot,
+                              parse_time(as_of, "--as-of"))
+    render(rows, fmt, "VWAP")
+
+
+@app.command("last")
+def query_last(
+    at: Annotated[str, typer.Option("--at", help="The moment: ISO date/time, now, or -15m.")] = "now",
+    home: HomeOption = None, symbol: SymbolOption = None, fmt: FormatOption = OutputFormat.TABLE,
+    quotes: Annotated[bool, typer.Option("--quotes", help="The last quote instead of the last trade.")] = False,
+    snapshot: SnapshotOption = None, as_of: AsOfOption = None,
+) -> None:
+    """The last trade (or quote) at or before --at for each symbol: a point-in-time view of the market."""
+    from k2.schemas import Dataset
+
+    moment = parse_time(at, "--at")
+    assert moment is not None
+    dataset = Dataset.QUOTES if quotes else Dataset.TRADES
+    rows = _engine(home).last(dataset, split_symbols(symbol), moment, snapshot, parse_time(as_of, "--as-of"))
+    render(rows, fmt, f"last {dataset.value} at or before {moment.isoformat()}")
+
+
+@app.command("asof")
+def query_asof(
+    home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
+    limit: LimitOption = None, fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """Each trade with the quote prevailing when it printed (bid, ask, sizes, quote time): the input of
+    transaction-cost analysis."""
+    rows = _engine(home).asof(split_symbols(symbol), _span(start, end), snapshot, parse_time(as_of, "--as-of"))
+    render(rows.slice(0, limit) if limit else rows, fmt, "trades with the prevailing quote",
+           max_rows=limit or TABLE_ROWS)
 
 
 @app.command("symbols")
