@@ -239,14 +239,14 @@ class DuckDBParquet:
 
     def symbol_day(self, p: Pick) -> int:
         return len(self.con.execute("SELECT * FROM trades WHERE day = ? AND symbol = ?", self._params(p))
-                   .fetch_arrow_table())
+                   .to_arrow_table())
 
     def bars(self, p: Pick) -> pa.Table:
         return self.con.execute(
             "SELECT epoch_us(ts) // 60000000 AS m, arg_min(price, ts) AS open, max(price) AS high, "
             "min(price) AS low, arg_max(price, ts) AS close, sum(size) AS volume, count(*) AS trades, "
             "sum(price * size) / sum(size) AS vwap FROM trades WHERE day = ? AND symbol = ? GROUP BY m ORDER BY m",
-            self._params(p)).fetch_arrow_table()
+            self._params(p)).to_arrow_table()
 
     def vwap(self, p: Pick) -> float:
         row = self.con.execute("SELECT sum(price * size) / sum(size) FROM trades WHERE day = ? AND symbol = ?",
@@ -263,11 +263,11 @@ class DuckDBParquet:
         return len(self.con.execute(
             "SELECT t.*, q.bid_price, q.ask_price FROM (SELECT * FROM trades WHERE day = ? AND symbol = ?) t "
             "ASOF LEFT JOIN (SELECT * FROM quotes WHERE day = ? AND symbol = ?) q ON t.ts >= q.ts",
-            [*self._params(p), *self._params(p)]).fetch_arrow_table())
+            [*self._params(p), *self._params(p)]).to_arrow_table())
 
     def lake_vwap(self) -> int:
         return len(self.con.execute(
-            "SELECT symbol, day, sum(price * size) / sum(size) FROM trades GROUP BY ALL").fetch_arrow_table())
+            "SELECT symbol, day, sum(price * size) / sum(size) FROM trades GROUP BY ALL").to_arrow_table())
 
 
 class Arctic:

@@ -21,6 +21,7 @@ from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.quality import QUALITY_TABLE, landed_batches
 from k2.lake.snapshots import ancestry, property_of
+from k2.query.aggregate import MINUTE_US, Rolled, micros_array, price_array, roll_up
 from k2.query.asof import asof_join
 from k2.query.plan import Plan, Planner
 from k2.query.reader import Reader, conform, where
@@ -212,9 +213,17 @@ class QueryEngine:
         snapshot_id: int | None = None, as_of: dt.datetime | None = None,
     ) -> pa.Table:
         """OHLCV bars per symbol on UTC boundaries; open/close are the first/last trade by (ts, sequence) in each
-        bar, VWAP is exact decimal arithmetic."""
+        bar, VWAP is exact (integer arithmetic, rounded half to even at 8 decimals)."""
         span = span or TimeRange()
         step_us = interval_micros(interval)
+        rolled = self._rolled(symbols, span, step_us, snapshot_id, as_of)
+        if rolled is not None:
+            return pa.table({
+                "symbol": pa.array(rolled.symbol, pa.string()), "bar_start": micros_array(rolled.bar_start),
+                "open": price_array(rolled.open), "high": price_array(rolled.high), "low": price_array(rolled.low),
+                "close": price_array(rolled.close), "volume": rolled.volume, "trades": rolled.trades,
+                "vwap": price_array(rolled.vwap),
+            }, schema=BARS_SCHEMA)
         rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
         if rows.num_rows == 0:
             return BARS_SCHEMA.empty_table()
@@ -227,7 +236,16 @@ class QueryEngine:
                FROM ticks GROUP BY ALL ORDER BY symbol, bar_start""",
             rows, [step_us, step_us],
         )
-        return result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
+        return result.set_column(1, "bar_start", result.column("bar_start").cast(_TS)).cast(BARS_SCHEMA)
+
+    def _rolled(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
+                as_of: dt.datetime | None) -> Rolled | None:
+        """Bars from the hot tier's minute partials, when the interval and window allow it (see aggregate.py)."""
+        if step_us is not None and step_us % MINUTE_US:
+            return None
+        plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
+        partials = self._reader.partials(plan, symbols, span.start, span.end)
+        return roll_up(partials, step_us) if partials is not None else None
 
     def vwap(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, interval: str | None = None,
@@ -237,9 +255,18 @@ class QueryEngine:
         (exact: the sum of price x size in 38-digit decimals)."""
         span = span or TimeRange()
         step_us = interval_micros(interval) if interval else None
+        schema = VWAP_BUCKET_SCHEMA if step_us else VWAP_SCHEMA
+        rolled = self._rolled(symbols, span, step_us, snapshot_id, as_of)
+        if rolled is not None:
+            columns = {
+                "symbol": pa.array(rolled.symbol, pa.string()), "bar_start": micros_array(rolled.bar_start),
+                "vwap": price_array(rolled.vwap), "volume": rolled.volume, "trades": rolled.trades,
+                "first_ts": micros_array(rolled.first_ts), "last_ts": micros_array(rolled.last_ts),
+            }
+            return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
         rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
         if rows.num_rows == 0:
-            return (VWAP_BUCKET_SCHEMA if step_us else VWAP_SCHEMA).empty_table()
+            return schema.empty_table()
         bucket = "(epoch_us(ts) // ?) * ? AS bar_start, " if step_us else ""
         result = self._aggregate(
             f"""SELECT symbol, {bucket}CAST(sum(price * size) / sum(size) AS DECIMAL(18, 8)) AS vwap,
@@ -249,7 +276,7 @@ class QueryEngine:
         )
         if step_us:
             result = result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
-        return result
+        return result.cast(schema)
 
     def last(
         self, dataset: Dataset, symbols: list[str] | None, at: dt.datetime, snapshot_id: int | None = None,

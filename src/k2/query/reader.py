@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from k2.query.aggregate import MINUTE_US, Partials
 from k2.query.plan import Plan, to_micros
 from k2.query.tier import HotTier
 
@@ -68,6 +69,25 @@ class Reader:
         if cold:
             total += self._read_cold(cold, symbols, start, end).num_rows
         return total
+
+    def partials(self, plan: Plan, symbols: list[str] | None, start: dt.datetime | None,
+                 end: dt.datetime | None) -> Partials | None:
+        """Minute partials of the matching trades, when every planned file is in the hot tier and exact; else None
+        (the caller reads raw ticks). The window must lie on minute boundaries."""
+        if plan.table is None:
+            return None
+        start_us = to_micros(start) if start is not None else None
+        end_us = to_micros(end) if end is not None else None
+        if any(t is not None and t % MINUTE_US for t in (start_us, end_us)):
+            return None
+        parts = []
+        for path in plan.paths:
+            hot = self._tier.get(plan.table.io, path)
+            partials = hot.minute_partials() if hot is not None else None
+            if partials is None:
+                return None
+            parts.append(partials.select(symbols, start_us, end_us))
+        return Partials.concat(parts) if parts else None
 
     def last(self, plan: Plan, schema: pa.Schema, symbols: list[str] | None, end: dt.datetime) -> pa.Table:
         """Per symbol, the row with the greatest (ts, sequence) before `end`, in symbol order."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 
 from k2.lake.layout import SORT_COLUMNS
+from k2.query.aggregate import Partials, minute_partials
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,21 @@ class HotFile:
     table: pa.Table
     ts: np.ndarray  # int64 µs, in row order
     symbols: dict[str, tuple[int, int]]  # symbol → [start, stop) rows
+    _derived: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
     def nbytes(self) -> int:
         return int(self.table.nbytes + self.ts.nbytes)
+
+    @property
+    def has_partials(self) -> bool:
+        return self._derived.get("minutes") is not None
+
+    def minute_partials(self) -> Partials | None:
+        """(symbol, minute) partial bars of a trades file, computed on first use (None: not exact in int64)."""
+        if "minutes" not in self._derived:
+            self._derived["minutes"] = minute_partials(self.table, self.ts, self.symbols)
+        return self._derived["minutes"]  # type: ignore[return-value]
 
     def rows(self, symbol: str, start_us: int | None, end_us: int | None) -> tuple[int, int]:
         """[first, stop) rows of `symbol` with start ≤ ts < end."""
@@ -120,6 +132,10 @@ class HotTier:
                 _, dropped = self._files.popitem(last=False)
                 self._used -= dropped.nbytes
         return hot
+
+    def files(self) -> list[HotFile]:
+        with self._lock:
+            return list(self._files.values())
 
     def clear(self) -> None:
         with self._lock:
