@@ -119,12 +119,13 @@ class Rolled:
     last_ts: I64
 
 
-def roll_up(partials: Partials, step_us: int | None) -> Rolled | None:
-    """Merge partials into bars of `step_us` (a whole number of minutes); None when a sum could overflow."""
+def coarsen(partials: Partials, step_us: int | None) -> Partials | None:
+    """Merge partials into buckets of `step_us` (a whole number of their own buckets; None: one per symbol), still
+    as partials; None when a value sum could overflow."""
     if len(partials) == 0:
-        return None
+        return partials
     names, codes = np.unique(partials.symbol, return_inverse=True)  # names sorted: output in symbol order
-    bucket = (partials.minute // step_us * step_us) if step_us else np.zeros(len(partials), np.int64)
+    bucket = (partials.minute // step_us * step_us) if step_us else np.full(len(partials), partials.minute.min())
     by_open = np.lexsort((partials.open_seq, partials.open_ts, bucket, codes))
     by_close = np.lexsort((partials.close_seq, partials.close_ts, bucket, codes))
     key_codes, key_bucket = codes[by_open], bucket[by_open]
@@ -133,19 +134,44 @@ def roll_up(partials: Partials, step_us: int | None) -> Rolled | None:
     change[1:] = (key_codes[1:] != key_codes[:-1]) | (key_bucket[1:] != key_bucket[:-1])
     starts = np.flatnonzero(change)
     ends = np.append(starts[1:], len(partials))
-    value_max = np.add.reduceat(np.abs(partials.value[by_open]), starts)
-    if int(value_max.max()) >= _SAFE:
+    if int(np.add.reduceat(np.abs(partials.value[by_open]), starts).max()) >= _SAFE:
         return None
-    volume = np.add.reduceat(partials.volume[by_open], starts)
-    value = np.add.reduceat(partials.value[by_open], starts)
-    return Rolled(
-        symbol=names[key_codes[starts]], bar_start=key_bucket[starts],
-        open=partials.open[by_open][starts], close=partials.close[by_close][ends - 1],
+    first, last = by_open[starts], by_close[ends - 1]
+    return Partials(
+        symbol=names[key_codes[starts]], minute=key_bucket[starts],
+        open_ts=partials.open_ts[first], open_seq=partials.open_seq[first], open=partials.open[first],
+        close_ts=partials.close_ts[last], close_seq=partials.close_seq[last], close=partials.close[last],
         high=np.maximum.reduceat(partials.high[by_open], starts),
         low=np.minimum.reduceat(partials.low[by_open], starts),
-        volume=volume, trades=np.add.reduceat(partials.trades[by_open], starts), vwap=_divide_half_even(value, volume),
-        first_ts=partials.open_ts[by_open][starts], last_ts=partials.close_ts[by_close][ends - 1],
+        volume=np.add.reduceat(partials.volume[by_open], starts),
+        trades=np.add.reduceat(partials.trades[by_open], starts),
+        value=np.add.reduceat(partials.value[by_open], starts),
     )
+
+
+def roll_up(partials: Partials, step_us: int | None) -> Rolled | None:
+    """Bars of `step_us` from partials; None when a sum could overflow."""
+    merged = coarsen(partials, step_us)
+    if merged is None:
+        return None
+    return Rolled(
+        symbol=merged.symbol, bar_start=merged.minute, open=merged.open, high=merged.high, low=merged.low,
+        close=merged.close, volume=merged.volume, trades=merged.trades,
+        vwap=_divide_half_even(merged.value, merged.volume), first_ts=merged.open_ts, last_ts=merged.close_ts,
+    )
+
+
+# the bucket sizes each hot file keeps partials for, coarsest first: a query uses the coarsest that divides its
+# interval and its window's bounds (a day's VWAP over the whole lake merges one partial per file and symbol-day)
+PARTIAL_STEPS = (86_400_000_000, 3_600_000_000, MINUTE_US)
+
+
+def partial_step(step_us: int | None, start_us: int | None, end_us: int | None) -> int | None:
+    """The coarsest kept bucket size usable for bars of `step_us` over [start, end); None: raw ticks only."""
+    for size in PARTIAL_STEPS:
+        if (step_us is None or step_us % size == 0) and all(t is None or t % size == 0 for t in (start_us, end_us)):
+            return size
+    return None
 
 
 def _divide_half_even(value: I64, volume: I64) -> I64:

@@ -21,7 +21,7 @@ from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.quality import QUALITY_TABLE, landed_batches
 from k2.lake.snapshots import ancestry, property_of
-from k2.query.aggregate import MINUTE_US, Rolled, micros_array, price_array, roll_up
+from k2.query.aggregate import Rolled, micros_array, price_array, roll_up
 from k2.query.asof import asof_join
 from k2.query.plan import Plan, Planner
 from k2.query.reader import Reader, conform, where
@@ -241,10 +241,8 @@ class QueryEngine:
     def _rolled(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
                 as_of: dt.datetime | None) -> Rolled | None:
         """Bars from the hot tier's minute partials, when the interval and window allow it (see aggregate.py)."""
-        if step_us is not None and step_us % MINUTE_US:
-            return None
         plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
-        partials = self._reader.partials(plan, symbols, span.start, span.end)
+        partials = self._reader.partials(plan, symbols, span.start, span.end, step_us)
         return roll_up(partials, step_us) if partials is not None else None
 
     def vwap(

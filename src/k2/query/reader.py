@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.query.aggregate import MINUTE_US, Partials
+from k2.query.aggregate import Partials, partial_step
 from k2.query.plan import Plan, to_micros
 from k2.query.tier import HotTier
 
@@ -71,19 +71,21 @@ class Reader:
         return total
 
     def partials(self, plan: Plan, symbols: list[str] | None, start: dt.datetime | None,
-                 end: dt.datetime | None) -> Partials | None:
-        """Minute partials of the matching trades, when every planned file is in the hot tier and exact; else None
-        (the caller reads raw ticks). The window must lie on minute boundaries."""
+                 end: dt.datetime | None, step_us: int | None) -> Partials | None:
+        """Partial bars of the matching trades for bars of `step_us` (None: one per symbol), when the window and
+        the interval lie on kept bucket boundaries and every planned file is in the hot tier and exact; else None
+        (the caller reads raw ticks)."""
         if plan.table is None:
             return None
         start_us = to_micros(start) if start is not None else None
         end_us = to_micros(end) if end is not None else None
-        if any(t is not None and t % MINUTE_US for t in (start_us, end_us)):
+        size = partial_step(step_us, start_us, end_us)
+        if size is None:
             return None
         parts = []
         for path in plan.paths:
             hot = self._tier.get(plan.table.io, path)
-            partials = hot.minute_partials() if hot is not None else None
+            partials = hot.partials(size) if hot is not None else None
             if partials is None:
                 return None
             parts.append(partials.select(symbols, start_us, end_us))

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 
 from k2.lake.layout import SORT_COLUMNS
-from k2.query.aggregate import Partials, minute_partials
+from k2.query.aggregate import MINUTE_US, Partials, coarsen, minute_partials
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class HotFile:
     table: pa.Table
     ts: np.ndarray  # int64 µs, in row order
     symbols: dict[str, tuple[int, int]]  # symbol → [start, stop) rows
-    _derived: dict[str, object] = field(default_factory=dict, compare=False)
+    _derived: dict[int, Partials | None] = field(default_factory=dict, compare=False)
 
     @property
     def nbytes(self) -> int:
@@ -36,16 +36,21 @@ class HotFile:
 
     @property
     def has_partials(self) -> bool:
-        return self._derived.get("minutes") is not None
+        return any(value is not None for value in self._derived.values())
 
-    def minute_partials(self) -> Partials | None:
-        """(symbol, minute) partial bars of a trades file, computed on first use (None: not exact in int64)."""
-        if "minutes" not in self._derived:
-            self._derived["minutes"] = minute_partials(self.table, self.ts, self.symbols)
-        return self._derived["minutes"]  # type: ignore[return-value]
+    def partials(self, step_us: int) -> Partials | None:
+        """(symbol, bucket) partial bars of a trades file for one of PARTIAL_STEPS, computed on first use from the
+        minute partials (None: not exact in int64)."""
+        if step_us not in self._derived:
+            if step_us == MINUTE_US:
+                self._derived[step_us] = minute_partials(self.table, self.ts, self.symbols)
+            else:
+                minutes = self.partials(MINUTE_US)
+                self._derived[step_us] = coarsen(minutes, step_us) if minutes is not None else None
+        return self._derived[step_us]
 
     def rows(self, symbol: str, start_us: int | None, end_us: int | None) -> tuple[int, int]:
-        """[first, stop) rows of `symbol` with start ≤ ts < end."""
+        """[first, stop) rows of `symbol` with start <= ts < end."""
         first, stop = self.symbols.get(symbol, (0, 0))
         if first == stop:
             return 0, 0
