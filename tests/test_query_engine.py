@@ -12,8 +12,8 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
-import polars as pl
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -317,3 +317,32 @@ def test_the_query_commands_answer_like_the_engine(lake: tuple[Settings, pa.Tabl
     assert bad.returncode == 2 and "-15m" in bad.stderr and "Traceback" not in bad.stderr
     snapshots = k2("snapshots", "-f", "json")
     assert len(snapshots.stdout.splitlines()) == 7  # 4 + 3 commits
+
+
+def test_unknown_symbols_get_suggestions_and_parquet_export_is_complete(
+    lake: tuple[Settings, pa.Table, pa.Table], tmp_path: Path
+) -> None:
+    import io
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    settings = lake[0]
+    env = {**os.environ, "K2_HOME": str(settings.home)}
+    k2 = [sys.executable, "-m", "k2.cli", "query"]
+    typo = subprocess.run([*k2, "trades", "-s", "AAB"], capture_output=True, text=True, env=env)
+    assert typo.returncode == 1 and "'AAB' (did you mean AAA" in typo.stderr and "Traceback" not in typo.stderr
+    assert "the table holds AAA, BBB, CCC, DDD" in typo.stderr
+    bars = subprocess.run([*k2, "bars", "-s", "ZZZ"], capture_output=True, text=True, env=env)
+    assert bars.returncode == 1 and "no trades for 'ZZZ'" in bars.stderr
+    # a known symbol with nothing in the window is an empty answer, not an error
+    quiet = subprocess.run([*k2, "trades", "-s", "AAA", "--start", "2000-01-01", "--end", "2000-01-02"],
+                           capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    exported = subprocess.run([*k2, "trades", "-f", "parquet"], capture_output=True, env=env)
+    assert exported.returncode == 0, exported.stderr
+    table = pq.read_table(io.BytesIO(exported.stdout))
+    assert table.num_rows == lake[1].num_rows
+    assert table.column("trade_id").to_pylist() == QueryEngine(settings).trades().column("trade_id").to_pylist()

@@ -78,3 +78,11 @@ class DecodeError(K2Error, ValueError):
 
 class UnsupportedSchemaError(K2Error, ValueError):
     """The vectorised decoder does not handle this schema; the general decoder takes the batch."""
+
+
+class OutputError(K2Error):
+    """A result cannot be written the way asked (e.g. binary Parquet onto a terminal)."""
+
+
+class UnknownSymbolError(QueryError):
+    """A symbol the table has never held; the message suggests close ones."""

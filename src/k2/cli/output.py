@@ -14,6 +14,8 @@ import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
+from k2.errors import OutputError
+
 console = Console(stderr=True)
 TABLE_ROWS = 100  # rows the table view shows unless --limit asks for more
 
@@ -22,6 +24,7 @@ class OutputFormat(StrEnum):
     TABLE = "table"
     CSV = "csv"
     JSON = "json"
+    PARQUET = "parquet"
 
 
 def _cell(value: object) -> str:
@@ -47,6 +50,9 @@ def render(
 ) -> None:
     """CSV and JSON get every row of `table`; the table view shows the first `max_rows` and says how many there are
     in all (`total`, when the query fetched only the first rows)."""
+    if fmt is OutputFormat.PARQUET:
+        _write_parquet(table)
+        return
     if fmt is OutputFormat.CSV:
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer)
@@ -68,3 +74,16 @@ def render(
     shown = min(max_rows, table.num_rows)
     if total > shown:
         console.print(f"showing {shown:,} of {total:,} rows (use --limit N, or --format csv|json for all of them)")
+
+
+def _write_parquet(table: pa.Table) -> None:
+    """Every row as one Parquet file on stdout (zstd), for `> file.parquet` or a pipe; never onto a terminal."""
+    import pyarrow.parquet as pq
+
+    if sys.stdout.isatty():
+        raise OutputError(
+            "Parquet is binary: redirect it to a file, e.g. `k2 query trades -f parquet > trades.parquet`"
+        )
+    sys.stdout.flush()
+    pq.write_table(table, sys.stdout.buffer, compression="zstd")
+    sys.stdout.buffer.flush()

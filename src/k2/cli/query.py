@@ -48,9 +48,18 @@ def _query_ticks(
         rows = engine.ticks(chosen, symbols, span, TABLE_ROWS, snapshot, when)
         total = (rows.num_rows if rows.num_rows < TABLE_ROWS
                  else engine.count(chosen, symbols, span, snapshot, when))
+        _check_empty(engine, chosen, symbols, rows)
         render(rows, fmt, dataset, total=total)
         return
-    render(engine.ticks(chosen, symbols, span, limit, snapshot, when), fmt, dataset, max_rows=limit or TABLE_ROWS)
+    rows = engine.ticks(chosen, symbols, span, limit, snapshot, when)
+    _check_empty(engine, chosen, symbols, rows)
+    render(rows, fmt, dataset, max_rows=limit or TABLE_ROWS)
+
+
+def _check_empty(engine, dataset, symbols: list[str] | None, rows) -> None:  # type: ignore[no-untyped-def]
+    """An empty answer for symbols the table never held is an error with suggestions, not a silent nothing."""
+    if rows.num_rows == 0 and symbols:
+        engine.check_symbols(dataset, symbols)
 
 
 def _span(start: str | None, end: str | None):  # type: ignore[no-untyped-def]
@@ -98,8 +107,11 @@ def query_bars(
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
 ) -> None:
     """OHLCV bars on UTC boundaries (open, high, low, close, volume, trade count, VWAP), 1s to 366d."""
-    rows = _engine(home).bars(split_symbols(symbol), interval, _span(start, end), snapshot,
-                              parse_time(as_of, "--as-of"))
+    from k2.schemas import Dataset
+
+    engine, symbols = _engine(home), split_symbols(symbol)
+    rows = engine.bars(symbols, interval, _span(start, end), snapshot, parse_time(as_of, "--as-of"))
+    _check_empty(engine, Dataset.TRADES, symbols, rows)
     render(rows, fmt, f"{interval} bars")
 
 
@@ -111,8 +123,11 @@ def query_vwap(
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
 ) -> None:
     """Volume-weighted average price per symbol over the window (exact decimal arithmetic)."""
-    rows = _engine(home).vwap(split_symbols(symbol), _span(start, end), interval, snapshot,
-                              parse_time(as_of, "--as-of"))
+    from k2.schemas import Dataset
+
+    engine, symbols = _engine(home), split_symbols(symbol)
+    rows = engine.vwap(symbols, _span(start, end), interval, snapshot, parse_time(as_of, "--as-of"))
+    _check_empty(engine, Dataset.TRADES, symbols, rows)
     render(rows, fmt, "VWAP")
 
 
@@ -129,7 +144,9 @@ def query_last(
     moment = parse_time(at, "--at")
     assert moment is not None
     dataset = Dataset.QUOTES if quotes else Dataset.TRADES
-    rows = _engine(home).last(dataset, split_symbols(symbol), moment, snapshot, parse_time(as_of, "--as-of"))
+    engine, symbols = _engine(home), split_symbols(symbol)
+    rows = engine.last(dataset, symbols, moment, snapshot, parse_time(as_of, "--as-of"))
+    _check_empty(engine, dataset, symbols, rows)
     render(rows, fmt, f"last {dataset.value} at or before {moment.isoformat()}")
 
 
@@ -141,7 +158,11 @@ def query_asof(
 ) -> None:
     """Each trade with the quote prevailing when it printed (bid, ask, sizes, quote time): the input of
     transaction-cost analysis."""
-    rows = _engine(home).asof(split_symbols(symbol), _span(start, end), snapshot, parse_time(as_of, "--as-of"))
+    from k2.schemas import Dataset
+
+    engine, symbols = _engine(home), split_symbols(symbol)
+    rows = engine.asof(symbols, _span(start, end), snapshot, parse_time(as_of, "--as-of"))
+    _check_empty(engine, Dataset.TRADES, symbols, rows)
     render(rows.slice(0, limit) if limit else rows, fmt, "trades with the prevailing quote",
            max_rows=limit or TABLE_ROWS)
 

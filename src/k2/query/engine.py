@@ -7,6 +7,7 @@ aggregates the selected Arrow rows. Why this shape, with numbers: docs/decisions
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 
-from k2.errors import QueryError
+from k2.errors import QueryError, UnknownSymbolError
 from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.quality import QUALITY_TABLE, landed_batches
@@ -153,6 +154,30 @@ class QueryEngine:
     ) -> list[str]:
         """Data files that may hold matching rows, after pruning on time, symbol bounds and symbol bucket."""
         return self._plan(dataset, symbols, span or TimeRange(), snapshot_id).paths
+
+    def symbols(self, dataset: Dataset = Dataset.TRADES) -> list[str]:
+        """Every symbol the table holds now, sorted (reads only the symbol column)."""
+        plan = self._plan(dataset, None, TimeRange(), None)
+        if not plan.paths:
+            return []
+        local = [p.removeprefix("file://") for p in plan.paths]
+        rows = self._con.execute("SELECT DISTINCT symbol FROM read_parquet(?) ORDER BY symbol", [local]).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def check_symbols(self, dataset: Dataset, symbols: list[str]) -> None:
+        """UnknownSymbolError naming each symbol the table never held, with the closest ones it does hold."""
+        known = self.symbols(dataset)
+        unknown = [s for s in symbols if s not in set(known)]
+        if not unknown:
+            return
+        hints = []
+        for symbol in unknown:
+            close = difflib.get_close_matches(symbol, known, n=3, cutoff=0.5)
+            hints.append(f"{symbol!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        listed = ", ".join(known[:20]) + (f" … and {len(known) - 20} more" if len(known) > 20 else "")
+        raise UnknownSymbolError(
+            f"no {dataset.value} for {'; '.join(hints)}; the table holds {listed or 'nothing yet'}"
+        )
 
     def ticks(
         self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
