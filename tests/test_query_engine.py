@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from k2.errors import QueryError
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.query.engine import QueryEngine, TimeRange
@@ -346,3 +347,47 @@ def test_unknown_symbols_get_suggestions_and_parquet_export_is_complete(
     table = pq.read_table(io.BytesIO(exported.stdout))
     assert table.num_rows == lake[1].num_rows
     assert table.column("trade_id").to_pylist() == QueryEngine(settings).trades().column("trade_id").to_pylist()
+
+
+@pytest.mark.parametrize("statement, error", [
+    ("DELETE FROM trades", "only SELECT"),
+    ("INSERT INTO trades SELECT * FROM trades", "only SELECT"),
+    ("DROP VIEW trades", "only SELECT"),
+    ("COPY (SELECT * FROM trades) TO '/tmp/k2-leak.csv'", "only SELECT"),
+    ("ATTACH '/tmp/other.db'", "only SELECT"),
+    ("SET enable_external_access = true", "only SELECT"),
+    ("SELECT 1; SELECT 2", "exactly one"),
+    ("SELECT * FROM trades; DELETE FROM trades", "exactly one"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "table functions"),
+    ("SELECT * FROM '/etc/passwd'", "unknown table"),
+    ("SELECT * FROM glob('/*')", "table functions"),
+    ("SELECT * FROM trades WHERE symbol IN (SELECT * FROM read_text('/etc/hostname'))", "table functions"),
+    ("SELECT getenv('HOME')", "not allowed"),
+    ("SELECT * FROM iceberg_tables", "unknown table"),
+    ("SELECT * FROM main.trades", "unknown table"),
+    ("SELEC * FROM trades", "does not parse"),
+])
+def test_the_sql_escape_hatch_refuses_writes_several_statements_and_file_access(
+    lake: tuple[Settings, pa.Table, pa.Table], statement: str, error: str
+) -> None:
+    with pytest.raises(QueryError, match=error):
+        QueryEngine(lake[0]).sql(statement)
+
+
+def test_the_sql_escape_hatch_answers_selects_with_a_row_cap_and_a_time_limit(
+    lake: tuple[Settings, pa.Table, pa.Table]
+) -> None:
+    settings, trades, quotes = lake
+    engine = QueryEngine(settings)
+    counts = engine.sql("WITH t AS (SELECT symbol FROM trades) SELECT symbol, count(*) AS n FROM t "
+                        "GROUP BY symbol ORDER BY symbol").table.to_pylist()
+    expected = _frame(trades).group_by("symbol").len().sort("symbol")
+    assert [(r["symbol"], r["n"]) for r in counts] == list(zip(expected["symbol"], expected["len"], strict=True))
+    joined = engine.sql("SELECT count(*) AS n FROM quotes q JOIN reference r USING (symbol)").table
+    assert joined.column("n")[0].as_py() == 0  # no reference rows landed in this lake: an empty view, no error
+    capped = engine.sql("SELECT * FROM quotes", max_rows=1_000)
+    assert capped.table.num_rows == 1_000 and capped.truncated
+    assert not engine.sql("SELECT * FROM quotes", max_rows=quotes.num_rows).truncated
+    with pytest.raises(QueryError, match=r"longer than 0\.2s"):
+        engine.sql("SELECT count(*) FROM quotes a, quotes b, quotes c WHERE a.sequence + b.sequence = c.sequence - 1e9",
+                   timeout_seconds=0.2)

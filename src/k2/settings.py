@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     query_cache_mb: int = Field(
         1024, ge=0, description="Hot tier: MiB of decoded data files a query process keeps in memory (0 = off)."
     )
+    query_sql_max_rows: int = Field(1_000_000, ge=1, description="Rows `k2 query sql` returns at most.")
+    query_sql_timeout_seconds: float = Field(30.0, gt=0, description="`k2 query sql` stops a query after this.")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from k2.cli.common import (
     settings_for,
     split_symbols,
 )
-from k2.cli.output import TABLE_ROWS, OutputFormat, render
+from k2.cli.output import TABLE_ROWS, OutputFormat, console, render
 
 app = typer.Typer(help="Query the lake with DuckDB.", no_args_is_help=True)
 
@@ -165,6 +165,22 @@ def query_asof(
     _check_empty(engine, Dataset.TRADES, symbols, rows)
     render(rows.slice(0, limit) if limit else rows, fmt, "trades with the prevailing quote",
            max_rows=limit or TABLE_ROWS)
+
+
+@app.command("sql")
+def query_sql(
+    statement: Annotated[str, typer.Argument(help="One SELECT over the views trades, quotes, reference, "
+                                             "corporate_actions.")],
+    home: HomeOption = None, fmt: FormatOption = OutputFormat.TABLE,
+    max_rows: Annotated[int | None, typer.Option(min=1, help="Row cap (default K2_QUERY_SQL_MAX_ROWS).")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.1, help="Seconds before the query is stopped.")] = None,
+) -> None:
+    """Ad-hoc SQL, read-only: a single SELECT, no table functions or other files, with a row cap and a time
+    limit. Example: k2 query sql "SELECT symbol, count(*) FROM trades GROUP BY symbol"."""
+    result = _engine(home).sql(statement, max_rows, timeout)
+    render(result.table, fmt, "SQL", max_rows=result.table.num_rows if fmt is not OutputFormat.TABLE else TABLE_ROWS)
+    if result.truncated:
+        console.print(f"stopped at the row cap of {result.table.num_rows:,} rows (--max-rows)")
 
 
 @app.command("symbols")

@@ -26,6 +26,7 @@ from k2.query.aggregate import Rolled, micros_array, price_array, roll_up
 from k2.query.asof import asof_join
 from k2.query.plan import Plan, Planner
 from k2.query.reader import Reader, conform, where
+from k2.query.sql import VIEWS, SqlResult, run_sql
 from k2.query.tier import HotTier
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
@@ -163,6 +164,16 @@ class QueryEngine:
         local = [p.removeprefix("file://") for p in plan.paths]
         rows = self._con.execute("SELECT DISTINCT symbol FROM read_parquet(?) ORDER BY symbol", [local]).fetchall()
         return [str(r[0]) for r in rows]
+
+    def sql(self, text: str, max_rows: int | None = None, timeout_seconds: float | None = None) -> SqlResult:
+        """One read-only SELECT over the views trades, quotes, reference and corporate_actions (current
+        snapshots), with a row cap and a time limit (see query/sql.py)."""
+        files = {}
+        for dataset in VIEWS.values():
+            plan = self._plan(dataset, None, TimeRange(), None)
+            files[dataset] = [p.removeprefix("file://") for p in plan.paths]
+        return run_sql(text, files, max_rows or self._settings.query_sql_max_rows,
+                       timeout_seconds or self._settings.query_sql_timeout_seconds)
 
     def check_symbols(self, dataset: Dataset, symbols: list[str]) -> None:
         """UnknownSymbolError naming each symbol the table never held, with the closest ones it does hold."""
