@@ -139,3 +139,57 @@ def test_compaction_during_ingest_loses_no_row(kafka_settings: Settings) -> None
     rows = QueryEngine(settings).trades()
     assert rows.num_rows == trades.num_rows
     assert sorted(rows.column("trade_id").to_pylist()) == sorted(trades.column("trade_id").to_pylist())
+
+
+def test_expiry_keeps_tags_offsets_and_quality_counts_and_removes_orphans(kafka_settings: Settings) -> None:
+    """History after a rollback and a re-landing, then `k2 maintain` with no retention: the answers, the exact
+    quality counts, the tagged snapshot and the resume point all survive; unreferenced files go."""
+    from k2.errors import SnapshotNotFoundError
+    from k2.lake.snapshots import ancestry, rollback
+
+    settings = kafka_settings.model_copy(update={"ingest_commit_rows": 1_000, "consume_batch": 500})
+    bootstrap = settings.kafka_bootstrap or ""
+    trades = generate_trades(DAYS[0], SYMBOLS, 6_000, seed=8)
+    pipeline.produce_table(settings, bootstrap, trades)
+    assert pipeline.ingest(settings, bootstrap).rows_landed == 6_000
+    table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
+    history = list(ancestry(table.metadata))
+    rollback(table, history[3].snapshot_id)  # undo three batches: their quality rows stop counting
+    again = pipeline.ingest(settings, bootstrap)
+    assert again.rows_landed > 0 and again.duplicates == 0
+    table.refresh()
+    tagged = list(ancestry(table.metadata))[-1].snapshot_id  # the first commit, kept by a tag
+    table.manage_snapshots().create_tag(tagged, "audit-2026").commit()
+    engine = QueryEngine(settings)
+    quality_before = engine.quality().to_pylist()
+    assert sum(q["received"] for q in quality_before) == 6_000  # rolled-back batches not counted
+    rows_before = engine.trades()
+    tagged_rows = engine.count(Dataset.TRADES, snapshot_id=tagged)
+    warehouse = Path(str(settings.resolved_warehouse).removeprefix("file://"))
+    files_before = sum(1 for f in warehouse.rglob("*") if f.is_file())
+
+    env = {**os.environ, "K2_HOME": str(settings.home), "K2_KAFKA_BOOTSTRAP": bootstrap}
+    done = subprocess.run([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "2",
+                           "--orphan-age-hours", "0"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "trades: expired" in done.stdout and "removed" in done.stdout
+
+    table.refresh()
+    kept = {s.snapshot_id for s in table.metadata.snapshots}
+    assert tagged in kept and len(kept) <= 4  # the newest two, the tag, and (if older) the one with offsets
+    assert engine.trades().equals(rows_before)
+    assert engine.count(Dataset.TRADES, snapshot_id=tagged) == tagged_rows
+    with pytest.raises(SnapshotNotFoundError, match="has no snapshot"):
+        engine.count(Dataset.TRADES, snapshot_id=history[1].snapshot_id)
+    # exact counts, though most batches' snapshots are gone and the tagged one is cut off from the history
+    assert engine.quality().to_pylist() == quality_before
+    assert sum(1 for f in warehouse.rglob("*") if f.is_file()) < files_before
+    for snapshot_id in kept:  # every file a kept snapshot needs is still there
+        engine.count(Dataset.TRADES, snapshot_id=snapshot_id)
+
+    more = generate_trades(DAYS[1], SYMBOLS, 2_000, seed=9)
+    pipeline.produce_table(settings, bootstrap, more)
+    resumed = pipeline.ingest(settings, bootstrap)
+    assert resumed.messages == 2_000 and resumed.duplicates == 0  # resumed exactly at the kept offsets
+    quality = engine.quality().to_pylist()
+    assert sum(q["received"] for q in quality) == sum(q["landed"] for q in quality) == 8_000

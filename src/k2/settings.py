@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     query_cache_mb: int = Field(
         1024, ge=0, description="Hot tier: MiB of decoded data files a query process keeps in memory (0 = off)."
     )
+    maintain_retain_hours: float = Field(
+        168.0, ge=0, description="`k2 maintain` keeps snapshots younger than this for time travel (hours)."
+    )
+    maintain_keep_snapshots: int = Field(10, ge=1, description="... and always the newest N of the history.")
+    maintain_orphan_min_age_hours: float = Field(
+        24.0, ge=0, description="Unreferenced files younger than this are left alone (a commit may be in flight)."
+    )
     query_sql_max_rows: int = Field(1_000_000, ge=1, description="Rows `k2 query sql` returns at most.")
     query_sql_timeout_seconds: float = Field(30.0, gt=0, description="`k2 query sql` stops a query after this.")
 

@@ -39,9 +39,19 @@ def maintain(
     home: HomeOption = None,
     dataset: Annotated[list[str] | None, typer.Option(help="trades | quotes (repeatable; default: both)")] = None,
     min_files: Annotated[int, typer.Option(min=2, help="Rewrite partitions with at least this many files.")] = 2,
+    compaction: Annotated[bool, typer.Option("--compact/--no-compact", help="Compact partitions.")] = True,
+    expiry: Annotated[bool, typer.Option("--expire/--no-expire", help="Expire old snapshots, remove orphans.")] = True,
+    retain_hours: Annotated[float | None, typer.Option(min=0, help="Keep snapshots younger than this "
+                                                       "(default K2_MAINTAIN_RETAIN_HOURS).")] = None,
+    keep: Annotated[int | None, typer.Option(min=1, help="Always keep the newest N snapshots "
+                                             "(default K2_MAINTAIN_KEEP_SNAPSHOTS).")] = None,
+    orphan_age_hours: Annotated[float | None, typer.Option(min=0, help="Remove unreferenced files older than "
+                                                           "this (default K2_MAINTAIN_ORPHAN_MIN_AGE_HOURS).")] = None,
 ) -> None:
-    """Compact the tick tables: each partition (day, symbol bucket) with several files becomes a few large files
-    sorted by (symbol, ts, sequence), in one commit that never changes an answer. Safe while `k2 ingest` runs."""
+    """Keep the lake fast: compact each partition (day, symbol bucket) with several files into a few large files
+    sorted by (symbol, ts, sequence); expire snapshots outside the retention policy (tagged snapshots, the newest
+    --keep and those younger than --retain-hours stay); delete files nothing refers to any more. Safe while
+    `k2 ingest` runs, and never changes an answer."""
     from k2.cli.progress import compact_with_progress
     from k2.lake.catalog import load_table, open_catalog
     from k2.schemas import Dataset
@@ -50,16 +60,51 @@ def maintain(
     for name in chosen:
         choice(name, [Dataset.TRADES.value, Dataset.QUOTES.value], "--dataset")
     settings_for(home).existing_home()
-    settings = writer_settings(home)
+    settings = writer_settings(home, maintain_retain_hours=retain_hours, maintain_keep_snapshots=keep,
+                               maintain_orphan_min_age_hours=orphan_age_hours)
     catalog = open_catalog(settings)
     for name in chosen:
         table = load_table(catalog, settings, Dataset(name))
         if table is None:
             typer.echo(f"{name}: no table yet")
             continue
-        report = compact_with_progress(table, min_files)
-        if report.partitions == 0:
-            typer.echo(f"{name}: already compact (no partition has {min_files} or more files)")
-            continue
-        typer.echo(f"{name}: {report.partitions} partitions, {report.files_before} files -> {report.files_after}, "
-                   f"{report.rows:,} rows rewritten in snapshot {report.snapshot_id}")
+        if compaction:
+            report = compact_with_progress(table, min_files)
+            if report.partitions == 0:
+                typer.echo(f"{name}: already compact (no partition has {min_files} or more files)")
+            else:
+                typer.echo(f"{name}: {report.partitions} partitions, {report.files_before} files -> "
+                           f"{report.files_after}, {report.rows:,} rows rewritten in snapshot {report.snapshot_id}")
+    if expiry:
+        _expire(settings, catalog)
+
+
+def _expire(settings, catalog) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from k2.lake.catalog import load_table
+    from k2.lake.expiry import expire_quality_snapshots, expire_snapshots, quality_files_named, remove_orphan_files
+    from k2.lake.quality import QUALITY_TABLE
+    from k2.schemas import Dataset
+
+    cutoff_ms = int((time.time() - settings.maintain_retain_hours * 3600) * 1000)
+    identifier = (settings.namespace, QUALITY_TABLE)
+    quality = catalog.load_table(identifier) if catalog.table_exists(identifier) else None
+    tables = [t for d in Dataset if (t := load_table(catalog, settings, d)) is not None]
+    for table in tables:
+        report = expire_snapshots(table, quality, cutoff_ms, settings.maintain_keep_snapshots)
+        if report.expired:
+            typer.echo(f"{table.name()[-1]}: expired {len(report.expired)} snapshots, kept {report.kept}")
+    if quality is not None:
+        expired = expire_quality_snapshots(quality, tables, cutoff_ms, settings.maintain_keep_snapshots)
+        if expired:
+            typer.echo(f"{QUALITY_TABLE}: expired {len(expired)} snapshots")
+    named = quality_files_named(tables)
+    min_age = settings.maintain_orphan_min_age_hours * 3600
+    for table in [*tables, *([quality] if quality is not None else [])]:
+        orphans = remove_orphan_files(table, min_age, named)
+        if orphans.skipped:
+            typer.echo(f"{table.name()[-1]}: orphan files not checked ({orphans.skipped})")
+        elif orphans.removed:
+            typer.echo(f"{table.name()[-1]}: removed {orphans.removed} unreferenced files "
+                       f"({orphans.bytes / 1e6:,.1f} MB)")

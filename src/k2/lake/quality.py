@@ -33,6 +33,8 @@ QUALITY_TABLE = "data_quality"
 BATCH_PROPERTY = "k2.batch"  # on a data snapshot: the id of the batch it landed
 QUALITY_FILE_PROPERTY = "k2.quality.file"  # on a data snapshot: that batch's quality rows (a Parquet file)
 APPLIED_PROPERTY = "k2.quality.batches"  # on a quality snapshot: the batch ids whose rows it added
+# on a data table: batches of kept snapshots that were in the history when an expiry cut the history above them
+SETTLED_PROPERTY = "k2.quality.settled"
 
 QUALITY_SCHEMA = Schema(
     NestedField(1, "dataset", StringType(), required=True),
@@ -171,5 +173,7 @@ def reconcile(data_table: Table, quality_table: Table) -> list[str]:
 
 
 def landed_batches(data_table: Table) -> list[str]:
-    """Batch ids of the data table's current ancestry: the batches whose quality counts stand."""
-    return [b for s in ancestry(data_table.metadata) if (b := property_of(s, BATCH_PROPERTY))]
+    """Batch ids whose quality counts stand: those of the current ancestry, and those an expiry settled (kept
+    snapshots, e.g. tagged ones, that it cut off from the ancestry; see lake/expiry.py)."""
+    settled = [b for b in data_table.properties.get(SETTLED_PROPERTY, "").split(",") if b]
+    return [b for s in ancestry(data_table.metadata) if (b := property_of(s, BATCH_PROPERTY))] + settled

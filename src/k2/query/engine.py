@@ -20,7 +20,7 @@ from pyiceberg.table import Table
 from k2.errors import QueryError, UnknownSymbolError
 from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
-from k2.lake.quality import QUALITY_TABLE, landed_batches
+from k2.lake.quality import BATCH_PROPERTY, QUALITY_TABLE, landed_batches
 from k2.lake.snapshots import ancestry, property_of
 from k2.query.aggregate import Rolled, micros_array, price_array, roll_up
 from k2.query.asof import asof_join
@@ -368,10 +368,13 @@ class QueryEngine:
             return QUALITY_VIEW_SCHEMA.empty_table()
         tables = [t for d in Dataset if (t := self.table(d)) is not None]
         batches = [b for t in tables for b in landed_batches(t)]
+        # a batch whose snapshot expired was in the history when it did (expiry deletes rolled-back ones first)
+        kept = [b for t in tables for s in t.metadata.snapshots if (b := property_of(s, BATCH_PROPERTY))]
         snapshots = [s.snapshot_id for t in tables for s in ancestry(t.metadata)]  # rows from before batch ids
         clauses, params = where(symbols, None, None)
         self._con.register("_k2_batches", pa.table({"batch": pa.array(batches, pa.string())}))
         self._con.register("_k2_snapshots", pa.table({"snapshot_id": pa.array(snapshots, pa.int64())}))
+        self._con.register("_k2_kept", pa.table({"batch": pa.array(kept, pa.string())}))
         try:
             result: pa.Table = self._con.execute(
                 "SELECT dataset, exchange, symbol, day, sum(received)::BIGINT AS received, "
@@ -381,6 +384,7 @@ class QueryEngine:
                 "arg_max(gaps, committed_at) AS gaps, arg_max(missing, committed_at) AS missing "
                 "FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                 f"WHERE {clauses} AND (batch IN (SELECT batch FROM _k2_batches) "
+                "OR (batch IS NOT NULL AND batch NOT IN (SELECT batch FROM _k2_kept)) "
                 "OR (batch IS NULL AND snapshot_id IN (SELECT snapshot_id FROM _k2_snapshots))) "
                 "GROUP BY ALL ORDER BY ALL",
                 [files, *params],
@@ -389,6 +393,7 @@ class QueryEngine:
         finally:
             self._con.unregister("_k2_batches")
             self._con.unregister("_k2_snapshots")
+            self._con.unregister("_k2_kept")
 
 
 def _describe_offsets(text: str | None) -> str | None:
