@@ -391,3 +391,49 @@ def test_the_sql_escape_hatch_answers_selects_with_a_row_cap_and_a_time_limit(
     with pytest.raises(QueryError, match=r"longer than 0\.2s"):
         engine.sql("SELECT count(*) FROM quotes a, quotes b, quotes c WHERE a.sequence + b.sequence = c.sequence - 1e9",
                    timeout_seconds=0.2)
+
+
+def test_daily_summary_uses_the_exchanges_session_date(tmp_path: Path) -> None:
+    """ASX trades either side of midnight UTC: 20:57 UTC is 07:57 the next morning in Sydney (AEDT, +11)."""
+    from zoneinfo import ZoneInfo
+
+    from k2.sources.generator import generate_reference
+
+    settings = Settings(home=tmp_path / "home")
+    base = dt.datetime(2026, 3, 2, 18, 0, tzinfo=dt.UTC)
+    steps = [dt.timedelta(minutes=61 * i) for i in range(25)]  # 18:00 UTC on the 2nd to ~19:25 UTC on the 3rd
+    parts = []
+    for exchange, symbol in (("ASX", "BHP"), ("ASX", "CBA"), ("XYZ", "FOO")):
+        rows = generate_trades(DAYS[0], [symbol], len(steps), seed=3, exchange=exchange)
+        rows = rows.set_column(2, "ts", pa.array([base + s for s in steps], pa.timestamp("us", tz="UTC")))
+        parts.append(rows)
+    trades = pa.concat_tables(parts)
+    _land(settings, Dataset.TRADES, trades, commits=3)
+    reference = generate_reference(["BHP"], exchange="ASX")
+    reference = reference.set_column(reference.schema.get_field_index("timezone"), "timezone",
+                                     pa.array(["Australia/Sydney"]))
+    _land(settings, Dataset.REFERENCE, reference, commits=1)  # CBA has no reference row: ASX's zone applies
+
+    def by_hand(symbol: str, zone: str) -> dict[dt.date, dict[str, object]]:
+        days: dict[dt.date, list[dict[str, object]]] = {}
+        for row in sorted((r for r in trades.to_pylist() if r["symbol"] == symbol),
+                          key=lambda r: (r["ts"], r["sequence"])):
+            days.setdefault(row["ts"].astimezone(ZoneInfo(zone)).date(), []).append(row)  # type: ignore[attr-defined]
+        return {day: {"open": rows[0]["price"], "close": rows[-1]["price"], "trades": len(rows),
+                      "volume": sum(r["size"] for r in rows)} for day, rows in days.items()}  # type: ignore[misc]
+
+    for cache in (1024, 0):
+        engine = QueryEngine(settings.model_copy(update={"query_cache_mb": cache}))
+        got = engine.summary().to_pylist()
+        for symbol, zone in (("BHP", "Australia/Sydney"), ("CBA", "Australia/Sydney"), ("FOO", "UTC")):
+            mine = {r["session_date"]: r for r in got if r["symbol"] == symbol}
+            expected = by_hand(symbol, zone)
+            assert set(mine) == set(expected), symbol
+            for day, figures in expected.items():
+                assert mine[day]["timezone"] == zone
+                assert {k: mine[day][k] for k in figures} == figures, (symbol, day)
+        # the 18:00 UTC trade on the 2nd is in Sydney's session of the 3rd; after 13:00 UTC on the 3rd, the 4th
+        assert {r["session_date"] for r in got if r["symbol"] == "BHP"} == {dt.date(2026, 3, 3), dt.date(2026, 3, 4)}
+        one_day = engine.summary(["BHP"], dt.date(2026, 3, 3), dt.date(2026, 3, 3)).to_pylist()
+        assert [r["session_date"] for r in one_day] == [dt.date(2026, 3, 3)]
+        assert one_day[0]["trades"] == by_hand("BHP", "Australia/Sydney")[dt.date(2026, 3, 3)]["trades"]

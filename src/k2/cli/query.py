@@ -131,6 +131,35 @@ def query_vwap(
     render(rows, fmt, "VWAP")
 
 
+@app.command("summary")
+def query_summary(
+    home: HomeOption = None, symbol: SymbolOption = None,
+    first_day: Annotated[str | None, typer.Option("--from", help="First session date (YYYY-MM-DD).")] = None,
+    last_day: Annotated[str | None, typer.Option("--to", help="Last session date (YYYY-MM-DD), inclusive.")] = None,
+    fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
+) -> None:
+    """Daily summary per symbol and session date, in the exchange's own time zone (from reference data): open,
+    high, low, close, volume, trades, VWAP."""
+    from k2.schemas import Dataset
+
+    engine, symbols = _engine(home), split_symbols(symbol)
+    rows = engine.summary(symbols, _day(first_day, "--from"), _day(last_day, "--to"), snapshot,
+                          parse_time(as_of, "--as-of"))
+    _check_empty(engine, Dataset.TRADES, symbols, rows)
+    render(rows, fmt, "daily summary (session dates)")
+
+
+def _day(value: str | None, name: str):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2024-01-02", param_hint=name) from None
+
+
 @app.command("last")
 def query_last(
     at: Annotated[str, typer.Option("--at", help="The moment: ISO date/time, now, or -15m.")] = "now",

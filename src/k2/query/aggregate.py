@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from k2.arrow_util import decimal_from_unscaled, unscaled_from_decimal
 
@@ -30,6 +31,7 @@ class Partials:
     """Partial bars sorted by (symbol, minute); symbols as names."""
 
     symbol: npt.NDArray[np.object_]
+    exchange: npt.NDArray[np.object_]
     minute: I64
     open_ts: I64
     open_seq: I64
@@ -45,6 +47,9 @@ class Partials:
 
     def __len__(self) -> int:
         return len(self.minute)
+
+    def take(self, rows: npt.NDArray[np.intp]) -> Partials:
+        return Partials(*(getattr(self, f)[rows] for f in _FIELDS))
 
     def select(self, symbols: list[str] | None, start_us: int | None, end_us: int | None) -> Partials:
         """The partials of `symbols` (all when None) with start ≤ minute < end (binary searches: sorted)."""
@@ -93,8 +98,9 @@ def minute_partials(table: pa.Table, ts: I64, symbols: dict[str, tuple[int, int]
     if int(np.abs(price).max()) * int(np.abs(size).max()) * int(trades.max()) >= _SAFE:
         return None
     owner = np.searchsorted(symbol_starts, starts, "right") - 1
+    exchanges = np.array(table.column("exchange").take(pa.array(symbol_starts)).to_pylist(), object)
     return Partials(
-        symbol=np.array(names, object)[owner], minute=minute[starts],
+        symbol=np.array(names, object)[owner], exchange=exchanges[owner], minute=minute[starts],
         open_ts=ts[starts], open_seq=sequence[starts], open=price[starts],
         close_ts=ts[ends - 1], close_seq=sequence[ends - 1], close=price[ends - 1],
         high=np.maximum.reduceat(price, starts), low=np.minimum.reduceat(price, starts),
@@ -107,6 +113,7 @@ class Rolled:
     """Bars of `step` (or one per symbol over everything when step is None), in (symbol, bar_start) order."""
 
     symbol: npt.NDArray[np.object_]
+    exchange: npt.NDArray[np.object_]
     bar_start: I64
     open: I64
     high: I64
@@ -119,13 +126,19 @@ class Rolled:
     last_ts: I64
 
 
-def coarsen(partials: Partials, step_us: int | None) -> Partials | None:
-    """Merge partials into buckets of `step_us` (a whole number of their own buckets; None: one per symbol), still
-    as partials; None when a value sum could overflow."""
+def coarsen(partials: Partials, step_us: int | None, buckets: I64 | None = None) -> Partials | None:
+    """Merge partials into buckets of `step_us` (a whole number of their own buckets; None: one per symbol), or
+    into the given `buckets` (one number per partial, e.g. a session date), still as partials; None when a value
+    sum could overflow."""
     if len(partials) == 0:
         return partials
     names, codes = np.unique(partials.symbol, return_inverse=True)  # names sorted: output in symbol order
-    bucket = (partials.minute // step_us * step_us) if step_us else np.full(len(partials), partials.minute.min())
+    if buckets is not None:
+        bucket = buckets
+    elif step_us:
+        bucket = partials.minute // step_us * step_us
+    else:
+        bucket = np.full(len(partials), partials.minute.min())
     by_open = np.lexsort((partials.open_seq, partials.open_ts, bucket, codes))
     by_close = np.lexsort((partials.close_seq, partials.close_ts, bucket, codes))
     key_codes, key_bucket = codes[by_open], bucket[by_open]
@@ -138,7 +151,7 @@ def coarsen(partials: Partials, step_us: int | None) -> Partials | None:
         return None
     first, last = by_open[starts], by_close[ends - 1]
     return Partials(
-        symbol=names[key_codes[starts]], minute=key_bucket[starts],
+        symbol=names[key_codes[starts]], exchange=partials.exchange[first], minute=key_bucket[starts],
         open_ts=partials.open_ts[first], open_seq=partials.open_seq[first], open=partials.open[first],
         close_ts=partials.close_ts[last], close_seq=partials.close_seq[last], close=partials.close[last],
         high=np.maximum.reduceat(partials.high[by_open], starts),
@@ -149,13 +162,14 @@ def coarsen(partials: Partials, step_us: int | None) -> Partials | None:
     )
 
 
-def roll_up(partials: Partials, step_us: int | None) -> Rolled | None:
-    """Bars of `step_us` from partials; None when a sum could overflow."""
-    merged = coarsen(partials, step_us)
+def roll_up(partials: Partials, step_us: int | None, buckets: I64 | None = None) -> Rolled | None:
+    """Bars of `step_us` (or of the given per-partial `buckets`) from partials; None when a sum could overflow."""
+    merged = coarsen(partials, step_us, buckets)
     if merged is None:
         return None
     return Rolled(
-        symbol=merged.symbol, bar_start=merged.minute, open=merged.open, high=merged.high, low=merged.low,
+        symbol=merged.symbol, exchange=merged.exchange, bar_start=merged.minute, open=merged.open,
+        high=merged.high, low=merged.low,
         close=merged.close, volume=merged.volume, trades=merged.trades,
         vwap=_divide_half_even(merged.value, merged.volume), first_ts=merged.open_ts, last_ts=merged.close_ts,
     )
@@ -181,6 +195,22 @@ def _divide_half_even(value: I64, volume: I64) -> I64:
     up = (twice > safe) | ((twice == safe) & (quotient % 2 == 1))
     rounded: I64 = quotient + up.astype(np.int64)
     return rounded
+
+
+def raw_partials(rows: pa.Table) -> Partials | None:
+    """Minute partials of trades read as raw ticks in (symbol, ts, sequence) order (the path without the hot
+    tier); None when empty or not exact."""
+    if rows.num_rows == 0:
+        return None
+    rows = rows.combine_chunks()
+    symbol = rows.column("symbol").combine_chunks()
+    changes = np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)) + 1
+    starts = np.concatenate([[0], changes]).astype(np.int64)
+    stops = np.append(starts[1:], rows.num_rows)
+    names = symbol.take(pa.array(starts)).to_pylist()
+    ranges = {n: (int(a), int(b)) for n, a, b in zip(names, starts, stops, strict=True)}
+    ts = np.asarray(rows.column("ts").combine_chunks().cast(pa.int64()).to_numpy())
+    return minute_partials(rows, ts, ranges)
 
 
 def price_array(unscaled: I64) -> pa.Array:

@@ -22,10 +22,11 @@ from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.quality import BATCH_PROPERTY, QUALITY_TABLE, landed_batches
 from k2.lake.snapshots import ancestry, property_of
-from k2.query.aggregate import Rolled, micros_array, price_array, roll_up
+from k2.query.aggregate import MINUTE_US, Rolled, micros_array, price_array, raw_partials, roll_up
 from k2.query.asof import asof_join
 from k2.query.plan import Plan, Planner
 from k2.query.reader import Reader, conform, where
+from k2.query.sessions import Zones, session_days
 from k2.query.sql import VIEWS, SqlResult, run_sql
 from k2.query.tier import HotTier
 from k2.schemas import Dataset, arrow_schema
@@ -49,6 +50,12 @@ VWAP_SCHEMA = pa.schema([
     ("first_ts", _TS), ("last_ts", _TS),
 ])
 VWAP_BUCKET_SCHEMA = VWAP_SCHEMA.insert(1, pa.field("bar_start", _TS))
+SUMMARY_SCHEMA = pa.schema([
+    ("exchange", pa.string()), ("symbol", pa.string()), ("session_date", pa.date32()), ("timezone", pa.string()),
+    ("open", _PRICE), ("high", _PRICE), ("low", _PRICE), ("close", _PRICE), ("volume", pa.int64()),
+    ("trades", pa.int64()), ("vwap", _PRICE), ("first_ts", _TS), ("last_ts", _TS),
+])
+EPOCH_DAY = dt.date(1970, 1, 1)
 COUNTS_SCHEMA = pa.schema([
     ("exchange", pa.string()), ("symbol", pa.string()), ("trades", pa.int64()), ("first_ts", _TS), ("last_ts", _TS),
 ])
@@ -311,6 +318,47 @@ class QueryEngine:
         if step_us:
             result = result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
         return result.cast(schema)
+
+    def summary(
+        self, symbols: list[str] | None = None, first_day: dt.date | None = None, last_day: dt.date | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
+    ) -> pa.Table:
+        """Daily figures per symbol and session date (the exchange's own calendar day, see query/sessions.py):
+        open, high, low, close, volume, trades, VWAP, first and last trade time, and the zone used."""
+        zones = Zones(self.reference(Dataset.REFERENCE))
+        pad = dt.timedelta(days=1)  # no zone is more than a day from UTC: read a day more on each side
+        span = TimeRange(
+            dt.datetime.combine(first_day, dt.time(), dt.UTC) - pad if first_day else None,
+            dt.datetime.combine(last_day, dt.time(), dt.UTC) + 2 * pad if last_day else None,
+        )
+        plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
+        partials = self._reader.partials(plan, symbols, span.start, span.end, MINUTE_US)
+        if partials is None:
+            rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+            partials = raw_partials(rows)
+        if partials is None or len(partials) == 0:
+            return SUMMARY_SCHEMA.empty_table()
+        zone = zones.of(partials.exchange, partials.symbol)
+        days = session_days(partials.minute, zone)
+        low = (first_day - EPOCH_DAY).days if first_day else None
+        high = (last_day - EPOCH_DAY).days if last_day else None
+        keep = np.ones(len(days), bool) if low is None else days >= low
+        if high is not None:
+            keep &= days <= high
+        partials, days, zone = partials.take(np.flatnonzero(keep)), days[keep], zone[keep]
+        rolled = roll_up(partials, None, buckets=days)
+        if rolled is None:
+            raise QueryError("the day's value sum does not fit 64-bit integers; narrow the query")
+        used = dict(zip(partials.symbol.tolist(), zone.tolist(), strict=True))
+        return pa.table({
+            "exchange": pa.array(rolled.exchange, pa.string()), "symbol": pa.array(rolled.symbol, pa.string()),
+            "session_date": pa.array(rolled.bar_start.astype("datetime64[D]"), pa.date32()),
+            "timezone": pa.array([used[s] for s in rolled.symbol.tolist()], pa.string()),
+            "open": price_array(rolled.open), "high": price_array(rolled.high), "low": price_array(rolled.low),
+            "close": price_array(rolled.close), "volume": rolled.volume, "trades": rolled.trades,
+            "vwap": price_array(rolled.vwap), "first_ts": micros_array(rolled.first_ts),
+            "last_ts": micros_array(rolled.last_ts),
+        }, schema=SUMMARY_SCHEMA)
 
     def last(
         self, dataset: Dataset, symbols: list[str] | None, at: dt.datetime, snapshot_id: int | None = None,

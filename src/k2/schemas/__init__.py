@@ -39,7 +39,7 @@ class Dataset(StrEnum):
 _AVSC_FILES = {
     Dataset.TRADES: ("trade_v1.avsc", "trade_v2.avsc"),
     Dataset.QUOTES: ("quote_v1.avsc",),
-    Dataset.REFERENCE: ("reference_v1.avsc",),
+    Dataset.REFERENCE: ("reference_v1.avsc", "reference_v2.avsc"),
     Dataset.CORPORATE_ACTIONS: ("corporate_action_v1.avsc",),
 }
 

@@ -16,6 +16,7 @@ from k2.arrow_util import decimal_from_unscaled, unscaled_from_decimal
 
 DEFAULT_SYMBOLS = ("ALPHA", "BRAVO", "CHARL", "DELTA", "ECHO")
 SYNTHETIC_EXCHANGE = "K2X"
+SYNTHETIC_TIMEZONE = "America/New_York"  # its session, 14:30-21:00 UTC, is 09:30-16:00 there in winter
 SESSION_OPEN_UTC = dt.time(14, 30)
 SESSION_SECONDS = 6.5 * 3600
 PRICE_SCALE = 10**8
@@ -145,4 +146,5 @@ def generate_reference(
         "tick_size": decimal_from_unscaled(np.full(count, TICK, dtype=np.int64), 18, 8),
         "listing_status": ["LISTED"] * count,
         "valid_from": pa.array([start] * count, pa.timestamp("us", tz="UTC")),
+        "timezone": [SYNTHETIC_TIMEZONE] * count,
     })

@@ -12,6 +12,7 @@ lot or tick size: lot size 1, tick size unknown (null). A `--- NO RECORDS TO REP
 from __future__ import annotations
 
 import csv
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ class ReferenceBatch:
     dataset: Dataset
     table: pa.Table
     stats: LoadStats
+
+
+_ZONES = zoneinfo.available_timezones()
 
 
 def _read(path: Path, stats: LoadStats) -> pl.DataFrame:
@@ -82,17 +86,20 @@ def _asx_instruments(frame: pl.DataFrame, exchange: str, stats: LoadStats) -> pa
         exchange=pl.lit(exchange), symbol=pl.col("symbol").str.strip_chars(), name=pl.col("company_name"),
         isin=pl.col("isin"), currency=pl.lit("AUD"), lot_size=pl.lit(1, pl.Int64),
         tick_size=pl.lit(None, pl.Decimal(18, 8)), listing_status=pl.lit("LISTED"), valid_from=valid_from,
+        timezone=pl.lit(ASX_TIMEZONE),
     ).to_arrow()
 
 
 def _generic_instruments(frame: pl.DataFrame, exchange: str, stats: LoadStats) -> pa.Table:
-    for name in ("exchange", "isin", "lot_size", "tick_size", "listing_status", "valid_from"):
+    for name in ("exchange", "isin", "lot_size", "tick_size", "listing_status", "valid_from", "timezone"):
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(name))
     frame = frame.with_columns(
         _lot=pl.col("lot_size").fill_null("1").str.strip_chars().cast(pl.Int64, strict=False),
         _tick=pl.col("tick_size").str.strip_chars().cast(pl.Decimal(18, 8), strict=False),
         _status=pl.col("listing_status").fill_null("LISTED").str.strip_chars().str.to_uppercase(),
+        _zone=pl.when(pl.col("timezone").fill_null("").str.strip_chars() == "").then(None)
+        .otherwise(pl.col("timezone").str.strip_chars()),
         _from=pl.col("valid_from").fill_null("1970-01-01").str.strip_chars().str.replace("Z$", "+00:00")
         .str.to_datetime(time_zone="UTC", strict=False),
     )
@@ -104,12 +111,14 @@ def _generic_instruments(frame: pl.DataFrame, exchange: str, stats: LoadStats) -
         (pl.col("tick_size").is_not_null() & pl.col("_tick").is_null(), "tick_size is not a decimal number"),
         (~pl.col("_status").is_in(_STATUSES), f"listing_status is not one of {list(_STATUSES)}"),
         (pl.col("_from").is_null(), "valid_from is not an ISO-8601 date/time"),
+        (pl.col("_zone").is_not_null() & ~pl.col("_zone").is_in(sorted(_ZONES)),
+         "timezone is not an IANA time zone name (e.g. Australia/Sydney)"),
     ], stats)
     return good.select(
         exchange=pl.col("exchange").fill_null(exchange), symbol=pl.col("symbol").str.strip_chars(), name="name",
         isin=pl.when(pl.col("isin").fill_null("").str.strip_chars() == "").then(None).otherwise(pl.col("isin")),
         currency="currency", lot_size="_lot", tick_size="_tick", listing_status="_status",
-        valid_from="_from",
+        valid_from="_from", timezone="_zone",
     ).to_arrow()
 
 
