@@ -437,3 +437,42 @@ def test_daily_summary_uses_the_exchanges_session_date(tmp_path: Path) -> None:
         one_day = engine.summary(["BHP"], dt.date(2026, 3, 3), dt.date(2026, 3, 3)).to_pylist()
         assert [r["session_date"] for r in one_day] == [dt.date(2026, 3, 3)]
         assert one_day[0]["trades"] == by_hand("BHP", "Australia/Sydney")[dt.date(2026, 3, 3)]["trades"]
+
+
+def test_adjusted_bars_on_a_known_split_and_dividend(lake: tuple[Settings, pa.Table, pa.Table], tmp_path: Path) -> None:
+    """AAA splits 2:1 and BBB pays 0.50 going ex on the second day (00:00 New York, K2X's zone): first-day bars
+    are scaled by 1/2 (volume x2) and by 1 - 0.50/close before the ex-date; second-day bars stay raw."""
+    import shutil
+
+    from k2.query.adjust import Adjust
+    from k2.schemas import arrow_schema
+
+    settings = Settings(home=tmp_path / "home")
+    shutil.copytree(lake[0].home, settings.home)
+    schema = arrow_schema(Dataset.CORPORATE_ACTIONS).remove(arrow_schema(Dataset.CORPORATE_ACTIONS)
+                                                            .get_field_index("ingest_ts"))
+    actions = pa.Table.from_pylist([
+        {"exchange": "K2X", "symbol": "AAA", "action": "SPLIT", "ex_date": DAYS[1], "ratio": "2:1"},
+        {"exchange": "K2X", "symbol": "BBB", "action": "DIVIDEND", "ex_date": DAYS[1], "amount": Decimal("0.5")},
+    ], schema=schema)
+    _land(settings, Dataset.CORPORATE_ACTIONS, actions, commits=1)
+    engine = QueryEngine(settings)
+    raw = engine.bars(["AAA", "BBB"], "1d").to_pylist()
+    adjusted = engine.bars(["AAA", "BBB"], "1d", adjust=Adjust.ALL).to_pylist()
+    splits_only = engine.bars(["AAA", "BBB"], "1d", adjust=Adjust.SPLITS).to_pylist()
+    assert engine.bars(["AAA", "BBB"], "1d", adjust=Adjust.NONE).to_pylist() == raw
+    bbb_close = next(r for r in raw if r["symbol"] == "BBB")["close"]
+    dividend_factor = 1 - Decimal("0.5") / bbb_close
+    for before, after, split in zip(raw, adjusted, splits_only, strict=True):
+        first_day = before["bar_start"].date() == DAYS[0]
+        if before["symbol"] == "AAA":
+            factor, volume = (Decimal("0.5"), 2) if first_day else (Decimal(1), 1)
+            assert split == after
+        else:
+            factor, volume = (dividend_factor, 1) if first_day else (Decimal(1), 1)
+            assert split == before  # a dividend is not a split
+        for column in ("open", "high", "low", "close", "vwap"):
+            assert abs(after[column] - before[column] * factor) <= Decimal("0.00000001"), (before["symbol"], column)
+        assert after["volume"] == before["volume"] * volume and after["trades"] == before["trades"]
+    daily = engine.summary(["AAA"], adjust=Adjust.SPLITS).to_pylist()
+    assert [r["close"] for r in daily] == [r["close"] for r in adjusted if r["symbol"] == "AAA"]

@@ -105,12 +105,17 @@ def query_bars(
     home: HomeOption = None, symbol: SymbolOption = None, start: StartOption = None, end: EndOption = None,
     interval: Annotated[str, typer.Option("--interval", "-i", help="Bar size: 1m, 5m, 1h, 1d …")] = "1m",
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
+    adjust: Annotated[str, typer.Option(help="none | splits | all (splits and cash dividends): back-adjusted "
+                                        "prices from corporate actions.")] = "none",
 ) -> None:
     """OHLCV bars on UTC boundaries (open, high, low, close, volume, trade count, VWAP), 1s to 366d."""
+    from k2.query.adjust import Adjust
+
     from k2.schemas import Dataset
 
     engine, symbols = _engine(home), split_symbols(symbol)
-    rows = engine.bars(symbols, interval, _span(start, end), snapshot, parse_time(as_of, "--as-of"))
+    choice(adjust, [a.value for a in Adjust], "--adjust")
+    rows = engine.bars(symbols, interval, _span(start, end), snapshot, parse_time(as_of, "--as-of"), Adjust(adjust))
     _check_empty(engine, Dataset.TRADES, symbols, rows)
     render(rows, fmt, f"{interval} bars")
 
@@ -137,14 +142,17 @@ def query_summary(
     first_day: Annotated[str | None, typer.Option("--from", help="First session date (YYYY-MM-DD).")] = None,
     last_day: Annotated[str | None, typer.Option("--to", help="Last session date (YYYY-MM-DD), inclusive.")] = None,
     fmt: FormatOption = OutputFormat.TABLE, snapshot: SnapshotOption = None, as_of: AsOfOption = None,
+    adjust: Annotated[str, typer.Option(help="none | splits | all: back-adjusted prices.")] = "none",
 ) -> None:
     """Daily summary per symbol and session date, in the exchange's own time zone (from reference data): open,
     high, low, close, volume, trades, VWAP."""
+    from k2.query.adjust import Adjust
     from k2.schemas import Dataset
 
+    choice(adjust, [a.value for a in Adjust], "--adjust")
     engine, symbols = _engine(home), split_symbols(symbol)
     rows = engine.summary(symbols, _day(first_day, "--from"), _day(last_day, "--to"), snapshot,
-                          parse_time(as_of, "--as-of"))
+                          parse_time(as_of, "--as-of"), Adjust(adjust))
     _check_empty(engine, Dataset.TRADES, symbols, rows)
     render(rows, fmt, "daily summary (session dates)")
 

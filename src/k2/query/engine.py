@@ -10,6 +10,7 @@ import datetime as dt
 import difflib
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 import duckdb
 import numpy as np
@@ -22,6 +23,7 @@ from k2.lake.catalog import catalog_errors, open_catalog
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.quality import BATCH_PROPERTY, QUALITY_TABLE, landed_batches
 from k2.lake.snapshots import ancestry, property_of
+from k2.query.adjust import Adjust, adjust_bars
 from k2.query.aggregate import MINUTE_US, Rolled, micros_array, price_array, raw_partials, roll_up
 from k2.query.asof import asof_join
 from k2.query.plan import Plan, Planner
@@ -253,10 +255,33 @@ class QueryEngine:
 
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
-        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None, adjust: Adjust = Adjust.NONE,
     ) -> pa.Table:
         """OHLCV bars per symbol on UTC boundaries; open/close are the first/last trade by (ts, sequence) in each
-        bar, VWAP is exact (integer arithmetic, rounded half to even at 8 decimals)."""
+        bar, VWAP is exact (integer arithmetic, rounded half to even at 8 decimals). `adjust` back-adjusts
+        prices and volumes for splits (and cash dividends) from the corporate actions (query/adjust.py)."""
+        bars = self._bars(symbols, interval, span, snapshot_id, as_of)
+        return self._adjusted(bars, adjust, "bar_start", interval_micros(interval))
+
+    def _adjusted(self, bars: pa.Table, adjust: Adjust, time_column: str, step_us: int = 0) -> pa.Table:
+        if adjust is Adjust.NONE or bars.num_rows == 0:
+            return bars
+        actions = self.reference(Dataset.CORPORATE_ACTIONS, pc.unique(bars.column("symbol")).to_pylist())
+        zones = Zones(self.reference(Dataset.REFERENCE))
+        exchange_of = dict(zip(actions.column("symbol").to_pylist(), actions.column("exchange").to_pylist(),
+                               strict=True))
+
+        def close_before(symbol: str, moment: dt.datetime) -> Decimal | None:
+            found = self.last(Dataset.TRADES, [symbol], moment - dt.timedelta(microseconds=1))
+            return found.column("price")[0].as_py() if found.num_rows else None
+
+        return adjust_bars(bars, actions, adjust, lambda s: zones.zone(exchange_of.get(s, ""), s), close_before,
+                           time_column, step_us)
+
+    def _bars(
+        self, symbols: list[str] | None, interval: str, span: TimeRange | None, snapshot_id: int | None,
+        as_of: dt.datetime | None,
+    ) -> pa.Table:
         span = span or TimeRange()
         step_us = interval_micros(interval)
         rolled = self._rolled(symbols, span, step_us, snapshot_id, as_of)
@@ -321,7 +346,7 @@ class QueryEngine:
 
     def summary(
         self, symbols: list[str] | None = None, first_day: dt.date | None = None, last_day: dt.date | None = None,
-        snapshot_id: int | None = None, as_of: dt.datetime | None = None,
+        snapshot_id: int | None = None, as_of: dt.datetime | None = None, adjust: Adjust = Adjust.NONE,
     ) -> pa.Table:
         """Daily figures per symbol and session date (the exchange's own calendar day, see query/sessions.py):
         open, high, low, close, volume, trades, VWAP, first and last trade time, and the zone used."""
@@ -350,7 +375,7 @@ class QueryEngine:
         if rolled is None:
             raise QueryError("the day's value sum does not fit 64-bit integers; narrow the query")
         used = dict(zip(partials.symbol.tolist(), zone.tolist(), strict=True))
-        return pa.table({
+        return self._adjusted(pa.table({
             "exchange": pa.array(rolled.exchange, pa.string()), "symbol": pa.array(rolled.symbol, pa.string()),
             "session_date": pa.array(rolled.bar_start.astype("datetime64[D]"), pa.date32()),
             "timezone": pa.array([used[s] for s in rolled.symbol.tolist()], pa.string()),
@@ -358,7 +383,7 @@ class QueryEngine:
             "close": price_array(rolled.close), "volume": rolled.volume, "trades": rolled.trades,
             "vwap": price_array(rolled.vwap), "first_ts": micros_array(rolled.first_ts),
             "last_ts": micros_array(rolled.last_ts),
-        }, schema=SUMMARY_SCHEMA)
+        }, schema=SUMMARY_SCHEMA), adjust, "session_date")
 
     def last(
         self, dataset: Dataset, symbols: list[str] | None, at: dt.datetime, snapshot_id: int | None = None,
