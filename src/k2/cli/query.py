@@ -110,7 +110,6 @@ def query_bars(
 ) -> None:
     """OHLCV bars on UTC boundaries (open, high, low, close, volume, trade count, VWAP), 1s to 366d."""
     from k2.query.adjust import Adjust
-
     from k2.schemas import Dataset
 
     engine, symbols = _engine(home), split_symbols(symbol)
