@@ -33,6 +33,8 @@ import pyarrow as pa
 
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
+from k2.lake.compaction import compact
+from k2.lake.expiry import expire_snapshots
 from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset
 from k2.settings import Settings
@@ -327,6 +329,20 @@ class Arctic:
     symbols: ClassVar[list[str]] = []
 
 
+def maintain(settings: Settings) -> tuple[int, int]:
+    """What `k2 maintain` does to the tick tables: compaction, then expiry of the superseded snapshots."""
+    catalog = open_catalog(settings)
+    files = snapshots = 0
+    for dataset in (Dataset.TRADES, Dataset.QUOTES):
+        table = ensure_table(catalog, settings, dataset)
+        compact(table)
+        expire_snapshots(table, None, int(time.time() * 1000) + 1, keep_last=1)
+        table.refresh()
+        files += len(table.inspect.files())
+        snapshots += len(table.metadata.snapshots)
+    return files, snapshots
+
+
 # ----------------------------------------------------------------------------------------------------- main
 
 QUERIES = [
@@ -404,6 +420,10 @@ def main() -> None:
             engines.insert(2, Arctic(library))
         chosen = picks(data, max(args.runs, 10), args.seed)
         run(engines, chosen, args.runs, "lake as ingest leaves it")
+        files, snapshots = maintain(settings)
+        print(f"\nk2 maintain: compacted to {files} files, {snapshots} snapshots")
+        engines[:2] = [K2(settings), K2Cold(settings)]
+        run(engines, chosen, args.runs, "lake after k2 maintain")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -40,6 +40,7 @@ class Plan:
     table: Table | None
     snapshot_id: int | None
     paths: list[str]
+    newest: list[int] = field(default_factory=list)  # per path: the upper bound of its ts (µs), when known
 
 
 @dataclass
@@ -100,7 +101,7 @@ class Planner:
             mask &= files.ts_low < to_micros(end)
         if symbols:
             mask &= _may_hold(files, symbols)
-        return Plan(table, snapshot.snapshot_id, files.paths[mask].tolist())
+        return Plan(table, snapshot.snapshot_id, files.paths[mask].tolist(), files.ts_high[mask].tolist())
 
     def _files(self, dataset: Dataset, table: Table, snapshot: Snapshot) -> DataFiles:
         known = self._known[dataset]

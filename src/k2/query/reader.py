@@ -92,31 +92,42 @@ class Reader:
         return Partials.concat(parts) if parts else None
 
     def last(self, plan: Plan, schema: pa.Schema, symbols: list[str] | None, end: dt.datetime) -> pa.Table:
-        """Per symbol, the row with the greatest (ts, sequence) before `end`, in symbol order."""
+        """Per symbol, the row with the greatest (ts, sequence) before `end`, in symbol order. Files are visited
+        newest first; once every asked symbol has a row later than all that a file could hold, the rest are
+        skipped (a symbol-day query touches one or two files however long the history)."""
         if plan.table is None or not plan.paths:
             return schema.empty_table()
         end_us = to_micros(end)
-        candidates: list[pa.Table] = []
+        best: dict[str, tuple[int, int, pa.Table]] = {}  # symbol → (ts, sequence, one-row table)
         cold: list[str] = []
-        for path in plan.paths:
-            hot = self._tier.get(plan.table.io, path)
+        newest = plan.newest or [end_us] * len(plan.paths)
+        for position in sorted(range(len(plan.paths)), key=lambda i: newest[i], reverse=True):
+            if symbols and len(best) == len(set(symbols)) and all(b[0] > newest[position] for b in best.values()):
+                break
+            hot = self._tier.get(plan.table.io, plan.paths[position])
             if hot is None:
-                cold.append(path)
+                cold.append(plan.paths[position])
                 continue
-            rows = [stop - 1 for symbol in (symbols or hot.symbols)
-                    for first, stop in [hot.rows(symbol, None, end_us)] if stop > first]
-            if rows:
-                candidates.append(hot.table.take(pa.array(rows, pa.int64())))
+            for symbol in symbols or hot.symbols:
+                first, stop = hot.rows(symbol, None, end_us)
+                if stop > first:
+                    row = hot.table.slice(stop - 1, 1)
+                    key = (int(hot.ts[stop - 1]), int(row.column("sequence")[0].as_py()))
+                    if symbol not in best or key > best[symbol][:2]:
+                        best[symbol] = (*key, row)
+        found = [conform(best[s][2], schema) for s in sorted(best)]
         if cold:
             clauses, params = where(symbols, None, end)
-            candidates.append(self._con.execute(
+            found.append(conform(self._con.execute(
                 "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                 f"WHERE {clauses} QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1",
                 [[p.removeprefix("file://") for p in cold], *params],
-            ).to_arrow_table())
-        found = [conform(c, schema) for c in candidates if c.num_rows]
+            ).to_arrow_table(), schema))
+        found = [f for f in found if f.num_rows]
         if not found:
             return schema.empty_table()
+        if not cold:
+            return pa.concat_tables(found)
         combined = pa.concat_tables(found)
         order = pc.sort_indices(combined, [("symbol", "ascending"), ("ts", "descending"), ("sequence", "descending")])
         ranked = combined.take(order)
