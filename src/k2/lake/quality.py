@@ -13,7 +13,7 @@ import datetime as dt
 import itertools
 import uuid
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -24,10 +24,12 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table, WriteTask
 from pyiceberg.types import DateType, LongType, NestedField, StringType, TimestamptzType
 
-from k2.lake.sequences import Key
 from k2.lake.snapshots import ancestry, property_of
 from k2.retry import retry
 from k2.settings import Settings
+
+if TYPE_CHECKING:  # the query side imports this module: keep polars (sequences) out of its start-up
+    from k2.lake.sequences import Key
 
 QUALITY_TABLE = "data_quality"
 BATCH_PROPERTY = "k2.batch"  # on a data snapshot: the id of the batch it landed
