@@ -193,3 +193,24 @@ def test_expiry_keeps_tags_offsets_and_quality_counts_and_removes_orphans(kafka_
     assert resumed.messages == 2_000 and resumed.duplicates == 0  # resumed exactly at the kept offsets
     quality = engine.quality().to_pylist()
     assert sum(q["received"] for q in quality) == sum(q["landed"] for q in quality) == 8_000
+
+
+def test_ingest_runs_maintenance_on_a_schedule(kafka_settings: Settings) -> None:
+    from k2.lake.snapshots import ancestry
+
+    bootstrap = kafka_settings.kafka_bootstrap or ""
+    trades = pa.concat_tables([generate_trades(d, SYMBOLS, 15_000, seed=10) for d in DAYS])
+    pipeline.produce_table(kafka_settings, bootstrap, trades)
+    env = {**os.environ, "K2_HOME": str(kafka_settings.home), "K2_KAFKA_BOOTSTRAP": bootstrap,
+           "K2_TOPIC_TRADES": kafka_settings.topic_trades, "K2_TOPIC_DLQ": kafka_settings.topic_dlq,
+           "K2_CONSUMER_GROUP": kafka_settings.consumer_group, "K2_INGEST_COMMIT_ROWS": "1000",
+           "K2_CONSUME_BATCH": "500", "K2_MAINTAIN_KEEP_SNAPSHOTS": "1000"}
+    done = subprocess.run([sys.executable, "-m", "k2.cli", "ingest", "--dataset", "trades", "--idle-seconds", "3",
+                           "--maintain-every", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "landed 30,000 rows" in done.stdout
+    table = ensure_table(open_catalog(kafka_settings), kafka_settings, Dataset.TRADES)
+    compactions = [s for s in ancestry(table.metadata) if property_of(s, COMPACTION_PROPERTY)]
+    assert compactions, "no maintenance pass compacted while ingesting"
+    rows = QueryEngine(kafka_settings).trades()
+    assert sorted(rows.column("trade_id").to_pylist()) == sorted(trades.column("trade_id").to_pylist())

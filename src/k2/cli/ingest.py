@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,6 +23,9 @@ def ingest(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
     instance_id: Annotated[str | None, typer.Option(
         help="Static group membership id: a restart with the same id resumes at once (K2_CONSUMER_INSTANCE_ID)."
+    )] = None,
+    maintain_every: Annotated[float | None, typer.Option(
+        min=1, help="Also run `k2 maintain` (compaction, expiry, orphans) every this many seconds while ingesting."
     )] = None,
 ) -> None:
     """Consume topics into their Iceberg tables (exactly once) until idle or --max-messages."""
@@ -47,7 +51,12 @@ def ingest(
 
         serve(metrics_port)
     tune_gc_for_streaming()
-    reports = ingest_with_progress(settings, bootstrap, datasets, max_messages, idle_seconds)
+    with contextlib.ExitStack() as stack:
+        if maintain_every is not None:
+            from k2.lake.maintenance import MaintenanceLoop
+
+            stack.enter_context(MaintenanceLoop(settings, maintain_every, tuple(datasets)))
+        reports = ingest_with_progress(settings, bootstrap, datasets, max_messages, idle_seconds)
     for chosen, report in reports.items():
         typer.echo(summary(chosen.value, report, settings.topic_dlq))
 

@@ -52,8 +52,7 @@ def maintain(
     sorted by (symbol, ts, sequence); expire snapshots outside the retention policy (tagged snapshots, the newest
     --keep and those younger than --retain-hours stay); delete files nothing refers to any more. Safe while
     `k2 ingest` runs, and never changes an answer."""
-    from k2.cli.progress import compact_with_progress
-    from k2.lake.catalog import load_table, open_catalog
+    from k2.cli.progress import maintain_with_progress
     from k2.schemas import Dataset
 
     chosen = dataset or [Dataset.TRADES.value, Dataset.QUOTES.value]
@@ -62,49 +61,20 @@ def maintain(
     settings_for(home).existing_home()
     settings = writer_settings(home, maintain_retain_hours=retain_hours, maintain_keep_snapshots=keep,
                                maintain_orphan_min_age_hours=orphan_age_hours)
-    catalog = open_catalog(settings)
-    for name in chosen:
-        table = load_table(catalog, settings, Dataset(name))
-        if table is None:
-            typer.echo(f"{name}: no table yet")
-            continue
-        if compaction:
-            report = compact_with_progress(table, min_files)
-            if report.partitions == 0:
-                typer.echo(f"{name}: already compact (no partition has {min_files} or more files)")
-            else:
-                typer.echo(f"{name}: {report.partitions} partitions, {report.files_before} files -> "
-                           f"{report.files_after}, {report.rows:,} rows rewritten in snapshot {report.snapshot_id}")
-    if expiry:
-        _expire(settings, catalog)
-
-
-def _expire(settings, catalog) -> None:  # type: ignore[no-untyped-def]
-    import time
-
-    from k2.lake.catalog import load_table
-    from k2.lake.expiry import expire_quality_snapshots, expire_snapshots, quality_files_named, remove_orphan_files
-    from k2.lake.quality import QUALITY_TABLE
-    from k2.schemas import Dataset
-
-    cutoff_ms = int((time.time() - settings.maintain_retain_hours * 3600) * 1000)
-    identifier = (settings.namespace, QUALITY_TABLE)
-    quality = catalog.load_table(identifier) if catalog.table_exists(identifier) else None
-    tables = [t for d in Dataset if (t := load_table(catalog, settings, d)) is not None]
-    for table in tables:
-        report = expire_snapshots(table, quality, cutoff_ms, settings.maintain_keep_snapshots)
-        if report.expired:
-            typer.echo(f"{table.name()[-1]}: expired {len(report.expired)} snapshots, kept {report.kept}")
-    if quality is not None:
-        expired = expire_quality_snapshots(quality, tables, cutoff_ms, settings.maintain_keep_snapshots)
-        if expired:
-            typer.echo(f"{QUALITY_TABLE}: expired {len(expired)} snapshots")
-    named = quality_files_named(tables)
-    min_age = settings.maintain_orphan_min_age_hours * 3600
-    for table in [*tables, *([quality] if quality is not None else [])]:
-        orphans = remove_orphan_files(table, min_age, named)
+    report = maintain_with_progress(settings, tuple(Dataset(n) for n in chosen), min_files, compaction, expiry)
+    for name, done in report.compactions.items():
+        if done.partitions == 0:
+            typer.echo(f"{name}: already compact (no partition has {min_files} or more files)")
+        else:
+            typer.echo(f"{name}: {done.partitions} partitions, {done.files_before} files -> {done.files_after}, "
+                       f"{done.rows:,} rows rewritten in snapshot {done.snapshot_id}")
+    for name, expired in report.expiries.items():
+        if expired.expired:
+            typer.echo(f"{name}: expired {len(expired.expired)} snapshots, kept {expired.kept}")
+    if report.quality_expired:
+        typer.echo(f"data_quality: expired {report.quality_expired} snapshots")
+    for name, orphans in report.orphans.items():
         if orphans.skipped:
-            typer.echo(f"{table.name()[-1]}: orphan files not checked ({orphans.skipped})")
+            typer.echo(f"{name}: orphan files not checked ({orphans.skipped})")
         elif orphans.removed:
-            typer.echo(f"{table.name()[-1]}: removed {orphans.removed} unreferenced files "
-                       f"({orphans.bytes / 1e6:,.1f} MB)")
+            typer.echo(f"{name}: removed {orphans.removed} unreferenced files ({orphans.bytes / 1e6:,.1f} MB)")

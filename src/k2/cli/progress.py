@@ -6,14 +6,21 @@ import signal
 from pathlib import Path
 
 import pyarrow as pa
-from pyiceberg.table import Table
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from k2.cli.output import console
 from k2.ingest import pipeline
 from k2.ingest.consumer import IngestReport
 from k2.kafka.producer import DeliveryReport
-from k2.lake.compaction import CompactionReport, compact
+from k2.lake.maintenance import MaintenanceReport, maintain
 from k2.schemas import Dataset
 from k2.settings import Settings
 from k2.sources.csv_ticks import Layout
@@ -87,11 +94,14 @@ def ingest_with_progress(
         return pipeline.ingest_many(settings, bootstrap, datasets, idle_seconds, max_messages, on_progress=update)
 
 
-def compact_with_progress(table: Table, min_files: int) -> CompactionReport:
+def maintain_with_progress(settings: Settings, datasets: tuple[Dataset, ...], min_files: int, compaction: bool,
+                           expiry: bool) -> MaintenanceReport:
     with _progress() as bar:
-        task = bar.add_task(f"compact {table.name()[-1]}", total=None)
+        tasks: dict[str, TaskID] = {}
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def advance(dataset: str, done: int, total: int) -> None:
+            if dataset not in tasks:
+                tasks[dataset] = bar.add_task(f"compact {dataset}", total=total)
+            bar.update(tasks[dataset], completed=done, total=total)
 
-        return compact(table, min_files, on_partition=advance)
+        return maintain(settings, None, datasets, min_files, compaction, expiry, on_partition=advance)
