@@ -73,9 +73,13 @@ class StopOnSignal:
     def __enter__(self) -> StopOnSignal:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
+        # pyarrow would otherwise cancel a CSV read in progress on SIGINT (ArrowCancelled), losing the chunk
+        # instead of letting this handler finish it and stop cleanly
+        pa.enable_signal_handlers(False)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        pa.enable_signal_handlers(True)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
