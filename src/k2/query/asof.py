@@ -14,23 +14,28 @@ QUOTE_COLUMNS = ("ts", "bid_price", "ask_price", "bid_size", "ask_size")
 _RENAMED = {"ts": "quote_ts"}
 
 
-def asof_join(trades: pa.Table, quotes: pa.Table) -> pa.Table:
-    """`trades` with the columns of each one's prevailing quote (null before the symbol's first quote)."""
+def asof_join(trades: pa.Table, quotes: pa.Table, prior: pa.Table | None = None) -> pa.Table:
+    """`trades` with the columns of each one's prevailing quote (null before the symbol's first quote).
+    `prior`: at most one quote per symbol from before the window (the one prevailing at its start), for trades
+    that precede every quote in `quotes`."""
+    prior = prior if prior is not None else quotes.schema.empty_table()
     matches = np.full(trades.num_rows, -1, np.int64)
-    trade_ranges = _ranges(trades)
+    prior_rows = {s: i for i, s in enumerate(prior.column("symbol").to_pylist())}
     quote_ranges = _ranges(quotes)
     trade_ts = _micros(trades)
     quote_ts = _micros(quotes)
-    for symbol, (first, stop) in trade_ranges.items():
+    offset = prior.num_rows  # rows of `quotes` come after those of `prior` in the combined columns
+    for symbol, (first, stop) in _ranges(trades).items():
         q_first, q_stop = quote_ranges.get(symbol, (0, 0))
-        if q_stop == q_first:
-            continue
         found = np.searchsorted(quote_ts[q_first:q_stop], trade_ts[first:stop], "right") - 1
-        matches[first:stop] = np.where(found >= 0, found + q_first, -1)
+        before = prior_rows.get(symbol, -1)
+        matches[first:stop] = np.where(found >= 0, found + q_first + offset, before)
     picked = pa.array(matches, pa.int64(), mask=matches < 0)
     joined = trades
     for name in QUOTE_COLUMNS:
-        joined = joined.append_column(_RENAMED.get(name, name), quotes.column(name).take(picked))
+        chunks = [*prior.column(name).chunks, *quotes.column(name).chunks]
+        column = pa.concat_arrays(chunks) if chunks else pa.array([], quotes.schema.field(name).type)
+        joined = joined.append_column(_RENAMED.get(name, name), column.take(picked))
     return joined
 
 

@@ -404,15 +404,12 @@ class QueryEngine:
         span = span or TimeRange()
         trades = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
         quotes = self.ticks(Dataset.QUOTES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
-        if span.start is not None and trades.num_rows:
+        prior = None
+        if span.start is not None and trades.num_rows:  # the quotes prevailing at the window's start
             wanted = symbols or pc.unique(trades.column("symbol")).to_pylist()
-            before = self.last(Dataset.QUOTES, wanted, span.start - dt.timedelta(microseconds=1),
-                               snapshot_id=snapshot_id, as_of=as_of)
-            if before.num_rows:  # the quotes prevailing at the window's start
-                combined = pa.concat_tables([before, quotes])
-                quotes = combined.take(pc.sort_indices(combined, [("symbol", "ascending"), ("ts", "ascending"),
-                                                                  ("sequence", "ascending")]))
-        return asof_join(trades, quotes)
+            prior = self.last(Dataset.QUOTES, wanted, span.start - dt.timedelta(microseconds=1),
+                              snapshot_id=snapshot_id, as_of=as_of)
+        return asof_join(trades, quotes, prior)
 
     def counts(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, snapshot_id: int | None = None
