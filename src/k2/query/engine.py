@@ -243,16 +243,6 @@ class QueryEngine:
         local = [p.removeprefix("file://") for p in plan.paths]
         return conform(self._con.execute(sql, [local, *params]).to_arrow_table(), arrow_schema(dataset))
 
-    def _aggregate(self, sql: str, rows: pa.Table, params: list[object] | None = None) -> pa.Table:
-        """Run `sql` over `rows` registered as the view `ticks`, with a `_row` column in the rows' order."""
-        numbered = rows.append_column("_row", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
-        self._con.register("ticks", numbered)
-        try:
-            result: pa.Table = self._con.execute(sql, params or []).to_arrow_table()
-            return result
-        finally:
-            self._con.unregister("ticks")
-
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
         snapshot_id: int | None = None, as_of: dt.datetime | None = None, adjust: Adjust = Adjust.NONE,
@@ -292,19 +282,46 @@ class QueryEngine:
                 "close": price_array(rolled.close), "volume": rolled.volume, "trades": rolled.trades,
                 "vwap": price_array(rolled.vwap),
             }, schema=BARS_SCHEMA)
-        rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
-        if rows.num_rows == 0:
-            return BARS_SCHEMA.empty_table()
         # integer bucketing on the epoch: time_bucket() on TIMESTAMPTZ goes through ICU calendar code (~100x)
-        result = self._aggregate(
+        result = self._aggregate_trades(
+            symbols, span, snapshot_id, as_of,
             """SELECT symbol, (epoch_us(ts) // ?) * ? AS bar_start,
-                   arg_min(price, _row) AS open, max(price) AS high, min(price) AS low,
-                   arg_max(price, _row) AS close, sum(size)::BIGINT AS volume, count(*) AS trades,
+                   arg_min(price, (ts, sequence)) AS open, max(price) AS high, min(price) AS low,
+                   arg_max(price, (ts, sequence)) AS close, sum(size)::BIGINT AS volume, count(*) AS trades,
                    CAST(sum(price * size) / sum(size) AS DECIMAL(18, 8)) AS vwap
                FROM ticks GROUP BY ALL ORDER BY symbol, bar_start""",
-            rows, [step_us, step_us],
+            [step_us, step_us],
         )
         return result.set_column(1, "bar_start", result.column("bar_start").cast(_TS)).cast(BARS_SCHEMA)
+
+    def _aggregate_trades(self, symbols: list[str] | None, span: TimeRange, snapshot_id: int | None,
+                          as_of: dt.datetime | None, select: str, params: list[object]) -> pa.Table:
+        """Run `select` (over a relation named `ticks`; its parameters all before FROM) on the matching trades:
+        the hot tier's rows when it is on, else DuckDB straight over the planned files (a one-shot process
+        should not decode every row into Arrow just to aggregate it again)."""
+        if self._tier.budget > 0:
+            rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+            self._con.register("ticks", rows)
+            try:
+                result: pa.Table = self._con.execute(select, params).to_arrow_table()
+                return result
+            finally:
+                self._con.unregister("ticks")
+        plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
+        local = [p.removeprefix("file://") for p in plan.paths]
+        clauses, where_params = where(symbols, span.start, span.end)
+        source = ("(SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+                  f"WHERE {clauses}) AS ticks")
+        if not local:  # an empty relation of the right columns
+            source = "(SELECT * FROM _k2_empty) AS ticks"
+            self._con.register("_k2_empty", arrow_schema(Dataset.TRADES).empty_table())
+        try:
+            sql = select.replace("FROM ticks", f"FROM {source}", 1)
+            extra = [local, *where_params] if local else []
+            return self._con.execute(sql, [*params, *extra]).to_arrow_table()
+        finally:
+            if not local:
+                self._con.unregister("_k2_empty")
 
     def _rolled(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
                 as_of: dt.datetime | None) -> Rolled | None:
@@ -330,15 +347,13 @@ class QueryEngine:
                 "first_ts": micros_array(rolled.first_ts), "last_ts": micros_array(rolled.last_ts),
             }
             return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
-        rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
-        if rows.num_rows == 0:
-            return schema.empty_table()
         bucket = "(epoch_us(ts) // ?) * ? AS bar_start, " if step_us else ""
-        result = self._aggregate(
+        result = self._aggregate_trades(
+            symbols, span, snapshot_id, as_of,
             f"""SELECT symbol, {bucket}CAST(sum(price * size) / sum(size) AS DECIMAL(18, 8)) AS vwap,
                    sum(size)::BIGINT AS volume, count(*) AS trades, min(ts) AS first_ts, max(ts) AS last_ts
                FROM ticks GROUP BY ALL ORDER BY ALL""",
-            rows, [step_us, step_us] if step_us else [],
+            [step_us, step_us] if step_us else [],
         )
         if step_us:
             result = result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
@@ -416,14 +431,13 @@ class QueryEngine:
     ) -> pa.Table:
         """Rows and time span per (exchange, symbol)."""
         span = span or TimeRange()
-        rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id)
-        if rows.num_rows == 0:
-            return COUNTS_SCHEMA.empty_table()
-        return self._aggregate(
+        result = self._aggregate_trades(
+            symbols, span, snapshot_id, None,
             "SELECT exchange, symbol, count(*) AS trades, min(ts) AS first_ts, max(ts) AS last_ts "
             "FROM ticks GROUP BY ALL ORDER BY exchange, symbol",
-            rows,
+            [],
         )
+        return result.cast(COUNTS_SCHEMA)
 
     def quality(self, symbols: list[str] | None = None) -> pa.Table:
         """Per (dataset, exchange, symbol, day): rows received/landed, duplicates dropped, late rows, and the

@@ -111,6 +111,10 @@ class HotTier:
         self.misses = 0
 
     @property
+    def budget(self) -> int:
+        return self._budget
+
+    @property
     def used_bytes(self) -> int:
         return self._used
 
