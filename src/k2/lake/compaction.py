@@ -16,15 +16,13 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from k2.errors import K2Error
 from k2.lake.offsets import OFFSETS_PROPERTY
 from k2.lake.snapshots import ancestry, property_of
-from k2.lake.writer import conform, write_data_files
-from k2.retry import retry
+from k2.lake.writer import commit_with_retry, conform, write_data_files
 
 COMPACTION_PROPERTY = "k2.compaction"  # on a compaction snapshot: "<files read> -> <files written>"
 
@@ -83,13 +81,10 @@ def _read(table: Table, data_file: DataFile) -> pa.Table:
 
 
 def _commit(table: Table, removed: list[DataFile], added: list[DataFile], give_up_after: float) -> tuple[int, int]:
-    attempts = 0
     removed_paths = {f.file_path for f in removed}
 
-    def attempt() -> int:
-        nonlocal attempts
-        attempts += 1
-        live = {task.file.file_path for task in table.scan().plan_files()} if attempts > 1 else removed_paths
+    def attempt(number: int) -> None:
+        live = {task.file.file_path for task in table.scan().plan_files()} if number > 1 else removed_paths
         if not removed_paths <= live:
             raise CompactionConflict(
                 f"{table.name()[-1]}: another compaction replaced files this one read; nothing was changed"
@@ -102,15 +97,9 @@ def _commit(table: Table, removed: list[DataFile], added: list[DataFile], give_u
                 overwrite.delete_data_file(data_file)
             for data_file in added:
                 overwrite.append_data_file(data_file)
-        snapshot = table.current_snapshot()
-        assert snapshot is not None
-        return snapshot.snapshot_id
 
-    def refresh(_: BaseException) -> None:
-        table.refresh()
-
-    snapshot_id = retry(attempt, CommitFailedException, give_up_after, before_retry=refresh)
-    return snapshot_id, attempts
+    committed = commit_with_retry(table, attempt, give_up_after)
+    return committed.snapshot_id, committed.attempts
 
 
 def _carried_forward(table: Table) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,11 +106,7 @@ def commit_files(
     Another writer committing first (a second consumer of the group, compaction) makes the commit fail; the
     table is refreshed, the offsets re-merged with the winner's, and the same files committed again.
     """
-    attempts = 0
-
-    def attempt() -> int:
-        nonlocal attempts
-        attempts += 1
+    def attempt(_: int) -> None:
         summary = dict(properties or {})
         if offsets is not None:
             summary[OFFSETS_PROPERTY] = merged(landed_offsets(table.metadata, offsets.topic), offsets).to_json()
@@ -118,6 +115,19 @@ def commit_files(
         ).fast_append() as append_files:
             for data_file in data_files:
                 append_files.append_data_file(data_file)
+
+    return commit_with_retry(table, attempt, give_up_after)
+
+
+def commit_with_retry(table: Table, attempt: Callable[[int], None], give_up_after: float) -> Committed:
+    """Run `attempt(n)` (one Iceberg commit; n counts the attempts) until it does not lose the race to another
+    writer: after a CommitFailedException the table is refreshed and `attempt` runs again on the new state."""
+    attempts = 0
+
+    def once() -> int:
+        nonlocal attempts
+        attempts += 1
+        attempt(attempts)
         snapshot = table.current_snapshot()
         assert snapshot is not None
         return snapshot.snapshot_id
@@ -125,7 +135,7 @@ def commit_files(
     def refresh(_: BaseException) -> None:
         table.refresh()
 
-    snapshot_id = retry(attempt, CommitFailedException, give_up_after, before_retry=refresh)
+    snapshot_id = retry(once, CommitFailedException, give_up_after, before_retry=refresh)
     return Committed(snapshot_id, attempts)
 
 
