@@ -37,6 +37,7 @@ class Reader:
         pieces: list[pa.Table] = []
         cold: list[str] = []
         wanted = sorted(set(symbols)) if symbols else None
+        self._tier.warm(plan.table.io, plan.paths)
         for path in plan.paths:
             hot = self._tier.get(plan.table.io, path)
             if hot is None:
@@ -82,6 +83,7 @@ class Reader:
         size = partial_step(step_us, start_us, end_us)
         if size is None:
             return None
+        self._tier.warm(plan.table.io, plan.paths)
         parts = []
         for path in plan.paths:
             hot = self._tier.get(plan.table.io, path)

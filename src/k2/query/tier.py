@@ -9,8 +9,10 @@ recently used out first; files larger than the whole budget are not cached (the 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +101,16 @@ def _symbol_ranges(table: pa.Table) -> dict[str, tuple[int, int]]:
     return {name: (start, stop) for name, start, stop in zip(names, starts, stops, strict=True)}
 
 
+_LOADER: ThreadPoolExecutor | None = None
+
+
+def _loader() -> ThreadPoolExecutor:
+    global _LOADER  # one small pool per process, made on first use
+    if _LOADER is None:
+        _LOADER = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="k2-tier")
+    return _LOADER
+
+
 class HotTier:
     """Decoded files by path, bounded in bytes, shared by the threads of one process."""
 
@@ -141,6 +153,18 @@ class HotTier:
                 _, dropped = self._files.popitem(last=False)
                 self._used -= dropped.nbytes
         return hot
+
+    def warm(self, io: FileIO, paths: list[str]) -> None:
+        """Load the files of `paths` not in the tier yet, several at once (Parquet decoding releases the GIL):
+        the first query on a symbol-day waits for its slowest file, not for the sum of them."""
+        if self._budget <= 0:
+            return
+        with self._lock:
+            missing = [p for p in paths if p not in self._files]
+        if len(missing) < 2:
+            return
+        for _ in _loader().map(lambda path: self.get(io, path), missing):
+            pass
 
     def files(self) -> list[HotFile]:
         with self._lock:
