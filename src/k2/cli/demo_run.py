@@ -97,7 +97,10 @@ def _summarise(
     render(engine.counts(symbols, span), OutputFormat.TABLE, "this run: rows per symbol")
     bars = engine.bars([symbols[0]], "1m", span).drop_columns(["symbol"])
     render(bars.slice(0, 5), OutputFormat.TABLE, f"first 1-minute OHLCV bars of {symbols[0]} (UTC)")
+    summary = engine.summary(symbols).drop_columns(["first_ts", "last_ts"])
+    render(summary, OutputFormat.TABLE, "daily summary by session date (exchange time zone)")
     render(counts, OutputFormat.TABLE, "whole lake: trades per symbol")
     total = pc.sum(counts["trades"]).as_py() if counts.num_rows else 0
     home = engine.settings.home
-    out.print(f"lake now holds {total:,} trades; explore with `k2 query symbols|trades|bars --home {home}`")
+    out.print(f"lake now holds {total:,} trades; explore with `k2 query symbols|trades|bars|vwap|last|asof|summary|"
+              f"sql --home {home}`")
