@@ -29,6 +29,12 @@ COMMANDS = {
     "bars": ["query", "bars", "-s", "DVN"],
     "quality": ["quality"],
     "snapshots": ["query", "snapshots"],
+    "vwap": ["query", "vwap", "-s", "DVN"],
+    "last": ["query", "last", "--at", "2026-01-05"],
+    "asof": ["query", "asof", "-s", "DVN"],
+    "summary": ["query", "summary"],
+    "sql": ["query", "sql", "SELECT count(*) FROM trades"],
+    "maintain": ["maintain"],
     "rollback": ["rollback", "--to", "1"],
     "dlq list": ["dlq", "list"],
     "dlq replay": ["dlq", "replay"],
@@ -52,7 +58,8 @@ def test_k2_home_that_is_a_file(tmp_path: Path, command: str) -> None:
     _clean_failure(run_k2(*COMMANDS[command], home=home), "is a file, not a directory", "no Kafka broker")
 
 
-@pytest.mark.parametrize("command", ["query", "bars", "quality", "snapshots", "rollback"])
+@pytest.mark.parametrize("command", ["query", "bars", "quality", "snapshots", "rollback", "vwap", "last", "asof",
+                                     "summary", "sql", "maintain"])
 def test_k2_home_that_does_not_exist(tmp_path: Path, command: str) -> None:
     home = tmp_path / "nowhere"
     _clean_failure(run_k2(*COMMANDS[command], home=home), "does not exist: nothing has landed there yet")
@@ -99,7 +106,8 @@ def test_a_read_only_lake_can_still_be_queried(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 501
 
 
-@pytest.mark.parametrize("command", ["query", "quality", "snapshots", "bars"])
+@pytest.mark.parametrize("command", ["query", "quality", "snapshots", "bars", "vwap", "last", "asof", "summary", "sql",
+                                     "maintain"])
 def test_a_corrupt_catalog(tmp_path: Path, command: str) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -140,6 +148,15 @@ def test_unreachable_broker(tmp_path: Path) -> None:
     (["query", "trades", "--snapshot", "1"], "has no snapshot 1"),
     (["query", "trades", "--start", "2026-01-02", "--end", "2026-01-01"], "is not before end"),
     (["query", "snapshots", "--dataset", "nope"], "is not one of"),
+    (["query", "trades", "--as-of", "2026-01-05", "--snapshot", "1"], "not both"),
+    (["query", "last", "--at", "tomorrowish"], "is not a time"),
+    (["query", "summary", "--from", "05/01/2026"], "is not a date"),
+    (["query", "bars", "-s", "AAA", "--adjust", "lots"], "is not one of"),
+    (["query", "vwap", "-i", "7x"], "is not like 1m"),
+    (["query", "sql", "DELETE FROM trades"], "only SELECT"),
+    (["query", "sql", "SELECT * FROM read_csv('/etc/passwd')"], "table functions"),
+    (["query", "trades", "-s", "AAB"], "did you mean AAA"),
+    (["maintain", "--dataset", "reference"], "is not one of"),
 ])
 def test_malformed_query_values(tmp_path: Path, args: list[str], expected: str) -> None:
     import datetime as dt
