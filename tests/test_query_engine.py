@@ -476,3 +476,23 @@ def test_adjusted_bars_on_a_known_split_and_dividend(lake: tuple[Settings, pa.Ta
         assert after["volume"] == before["volume"] * volume and after["trades"] == before["trades"]
     daily = engine.summary(["AAA"], adjust=Adjust.SPLITS).to_pylist()
     assert [r["close"] for r in daily] == [r["close"] for r in adjusted if r["symbol"] == "AAA"]
+
+
+def test_one_engine_serves_threads_at_once(lake: tuple[Settings, pa.Table, pa.Table]) -> None:
+    """The API will share one engine between request threads: concurrent queries give the answers they give alone."""
+    for cache in (1024, 0):
+        _same_answers_in_threads(QueryEngine(lake[0].model_copy(update={"query_cache_mb": cache})))
+
+
+def _same_answers_in_threads(engine: QueryEngine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [
+        lambda: engine.bars(["AAA"], "5m"), lambda: engine.vwap(SYMBOLS, None, "1h"),
+        lambda: engine.trades(["BBB"]), lambda: engine.asof(["CCC"]), lambda: engine.counts(),
+        lambda: engine.last(Dataset.QUOTES, None, dt.datetime(2026, 3, 3, 18, tzinfo=dt.UTC)),
+    ] * 4
+    alone = [call() for call in calls]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda call: call(), calls))
+    assert all(a.equals(b) for a, b in zip(alone, together, strict=True))

@@ -6,9 +6,11 @@ aggregates the selected Arrow rows. Why this shape, with numbers: docs/decisions
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -109,8 +111,10 @@ class QueryEngine:
         self._settings = settings
         # a reader may work on a read-only home; a home that does not exist yet is created, empty
         self._catalog = open_catalog(settings, writable=not settings.home_path.exists())
+        # one database; every query runs on its own cursor (registrations stay local to it; threads may share the
+        # engine: the API serves requests concurrently)
         self._con = duckdb.connect()
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._planner = Planner(self._catalog, settings)
         self._tier = HotTier(settings.query_cache_mb * 1024 * 1024)
         self._reader = Reader(self._tier, self._con)
@@ -171,7 +175,8 @@ class QueryEngine:
         if not plan.paths:
             return []
         local = [p.removeprefix("file://") for p in plan.paths]
-        rows = self._con.execute("SELECT DISTINCT symbol FROM read_parquet(?) ORDER BY symbol", [local]).fetchall()
+        with self._cursor() as con:
+            rows = con.execute("SELECT DISTINCT symbol FROM read_parquet(?) ORDER BY symbol", [local]).fetchall()
         return [str(r[0]) for r in rows]
 
     def sql(self, text: str, max_rows: int | None = None, timeout_seconds: float | None = None) -> SqlResult:
@@ -241,7 +246,8 @@ class QueryEngine:
         sql = (f"SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) WHERE {clauses} "
                f"ORDER BY symbol, {order}")
         local = [p.removeprefix("file://") for p in plan.paths]
-        return conform(self._con.execute(sql, [local, *params]).to_arrow_table(), arrow_schema(dataset))
+        with self._cursor() as con:
+            return conform(con.execute(sql, [local, *params]).to_arrow_table(), arrow_schema(dataset))
 
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
@@ -301,27 +307,30 @@ class QueryEngine:
         should not decode every row into Arrow just to aggregate it again)."""
         if self._tier.budget > 0:
             rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
-            self._con.register("ticks", rows)
-            try:
-                result: pa.Table = self._con.execute(select, params).to_arrow_table()
+            with self._cursor() as con:
+                con.register("ticks", rows)
+                result: pa.Table = con.execute(select, params).to_arrow_table()
                 return result
-            finally:
-                self._con.unregister("ticks")
         plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
         local = [p.removeprefix("file://") for p in plan.paths]
         clauses, where_params = where(symbols, span.start, span.end)
         source = ("(SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                   f"WHERE {clauses}) AS ticks")
-        if not local:  # an empty relation of the right columns
-            source = "(SELECT * FROM _k2_empty) AS ticks"
-            self._con.register("_k2_empty", arrow_schema(Dataset.TRADES).empty_table())
-        try:
+        with self._cursor() as con:
+            if not local:  # an empty relation of the right columns
+                source = "(SELECT * FROM _k2_empty) AS ticks"
+                con.register("_k2_empty", arrow_schema(Dataset.TRADES).empty_table())
             sql = select.replace("FROM ticks", f"FROM {source}", 1)
             extra = [local, *where_params] if local else []
-            return self._con.execute(sql, [*params, *extra]).to_arrow_table()
+            return con.execute(sql, [*params, *extra]).to_arrow_table()
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cursor = self._con.cursor()
+        try:
+            yield cursor
         finally:
-            if not local:
-                self._con.unregister("_k2_empty")
+            cursor.close()
 
     def _rolled(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
                 as_of: dt.datetime | None) -> Rolled | None:
@@ -456,11 +465,11 @@ class QueryEngine:
         kept = [b for t in tables for s in t.metadata.snapshots if (b := property_of(s, BATCH_PROPERTY))]
         snapshots = [s.snapshot_id for t in tables for s in ancestry(t.metadata)]  # rows from before batch ids
         clauses, params = where(symbols, None, None)
-        self._con.register("_k2_batches", pa.table({"batch": pa.array(batches, pa.string())}))
-        self._con.register("_k2_snapshots", pa.table({"snapshot_id": pa.array(snapshots, pa.int64())}))
-        self._con.register("_k2_kept", pa.table({"batch": pa.array(kept, pa.string())}))
-        try:
-            result: pa.Table = self._con.execute(
+        with self._cursor() as con:
+            con.register("_k2_batches", pa.table({"batch": pa.array(batches, pa.string())}))
+            con.register("_k2_snapshots", pa.table({"snapshot_id": pa.array(snapshots, pa.int64())}))
+            con.register("_k2_kept", pa.table({"batch": pa.array(kept, pa.string())}))
+            result: pa.Table = con.execute(
                 "SELECT dataset, exchange, symbol, day, sum(received)::BIGINT AS received, "
                 "sum(landed)::BIGINT AS landed, sum(duplicates)::BIGINT AS duplicates, sum(late)::BIGINT AS late, "
                 "arg_max(first_sequence, committed_at) AS first_sequence, "
@@ -474,10 +483,6 @@ class QueryEngine:
                 [files, *params],
             ).to_arrow_table()
             return result
-        finally:
-            self._con.unregister("_k2_batches")
-            self._con.unregister("_k2_snapshots")
-            self._con.unregister("_k2_kept")
 
 
 def _describe_offsets(text: str | None) -> str | None:

@@ -7,6 +7,7 @@ ranges do not overlap (the usual case: each commit covers later ticks), sorted o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 
@@ -120,11 +121,12 @@ class Reader:
         found = [conform(best[s][2], schema) for s in sorted(best)]
         if cold:
             clauses, params = where(symbols, None, end)
-            found.append(conform(self._con.execute(
-                "SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
-                f"WHERE {clauses} QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1",
-                [[p.removeprefix("file://") for p in cold], *params],
-            ).to_arrow_table(), schema))
+            sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+                   f"WHERE {clauses} "
+                   "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1")
+            with contextlib.closing(self._con.cursor()) as con:
+                rows = con.execute(sql, [[p.removeprefix("file://") for p in cold], *params]).to_arrow_table()
+            found.append(conform(rows, schema))
         found = [f for f in found if f.num_rows]
         if not found:
             return schema.empty_table()
@@ -144,7 +146,8 @@ class Reader:
         sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                f"WHERE {clauses} ORDER BY symbol, ts, sequence")
         local = [p.removeprefix("file://") for p in paths]
-        result: pa.Table = self._con.execute(sql, [local, *params]).to_arrow_table()
+        with contextlib.closing(self._con.cursor()) as con:  # a cursor per query: threads may share the engine
+            result: pa.Table = con.execute(sql, [local, *params]).to_arrow_table()
         return result
 
 
