@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def decimal_from_unscaled(
@@ -31,3 +32,23 @@ def unscaled_from_decimal(column: pa.Array) -> npt.NDArray[np.int64]:
     if column.null_count:
         values[~column.is_valid().to_numpy(zero_copy_only=False)] = 0
     return values
+
+
+def symbol_runs(table: pa.Table) -> dict[str, tuple[int, int]]:
+    """symbol → [first, stop) rows of a table whose rows are grouped by symbol (e.g. sorted by it)."""
+    if table.num_rows == 0:
+        return {}
+    symbol = table.column("symbol").combine_chunks()
+    changes = np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)) + 1
+    starts = np.concatenate([[0], changes]).astype(np.int64)
+    stops = np.append(starts[1:], table.num_rows)
+    names = symbol.take(pa.array(starts)).to_pylist()
+    return {name: (int(a), int(b)) for name, a, b in zip(names, starts, stops, strict=True)}
+
+
+def micros(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
+    """A timestamp column as int64 µs since the epoch."""
+    if len(column) == 0:
+        return np.empty(0, np.int64)
+    whole = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.asarray(whole.cast(pa.int64()).to_numpy(), np.int64)

@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 
-from k2.arrow_util import decimal_from_unscaled, unscaled_from_decimal
+from k2.arrow_util import decimal_from_unscaled, micros, unscaled_from_decimal
 from k2.errors import QueryError
+from k2.query.plan import to_micros
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "vwap")
 
@@ -83,12 +84,11 @@ def _ends(column: pa.ChunkedArray, zone_of: Callable[[str], str], symbols: np.nd
         days = column.to_pylist()
         return np.array([_local_midnight(day + dt.timedelta(days=1), zone_of(s))
                          for day, s in zip(days, symbols, strict=True)], np.int64)
-    return np.asarray(column.combine_chunks().cast(pa.int64()).to_numpy()) + step_us
+    return micros(column) + step_us
 
 
 def _local_midnight(day: dt.date, zone: str) -> int:
-    moment = dt.datetime.combine(day, dt.time(), ZoneInfo(zone)).astimezone(dt.UTC)
-    return int((moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+    return to_micros(dt.datetime.combine(day, dt.time(), ZoneInfo(zone)))
 
 
 def _events(actions: pa.Table, symbol: str, mode: Adjust, zone: str,

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from k2.arrow_util import decimal_from_unscaled, unscaled_from_decimal
+from k2.arrow_util import decimal_from_unscaled, micros, symbol_runs, unscaled_from_decimal
 
 MINUTE_US = 60_000_000
 _SAFE = 2**62  # sums below this fit int64 with room for the rounding arithmetic
@@ -203,14 +202,7 @@ def raw_partials(rows: pa.Table) -> Partials | None:
     if rows.num_rows == 0:
         return None
     rows = rows.combine_chunks()
-    symbol = rows.column("symbol").combine_chunks()
-    changes = np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)) + 1
-    starts = np.concatenate([[0], changes]).astype(np.int64)
-    stops = np.append(starts[1:], rows.num_rows)
-    names = symbol.take(pa.array(starts)).to_pylist()
-    ranges = {n: (int(a), int(b)) for n, a, b in zip(names, starts, stops, strict=True)}
-    ts = np.asarray(rows.column("ts").combine_chunks().cast(pa.int64()).to_numpy())
-    return minute_partials(rows, ts, ranges)
+    return minute_partials(rows, micros(rows.column("ts")), symbol_runs(rows))
 
 
 def price_array(unscaled: I64) -> pa.Array:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from k2.arrow_util import micros, symbol_runs
 
 QUOTE_COLUMNS = ("ts", "bid_price", "ask_price", "bid_size", "ask_size")
 _RENAMED = {"ts": "quote_ts"}
@@ -21,11 +22,11 @@ def asof_join(trades: pa.Table, quotes: pa.Table, prior: pa.Table | None = None)
     prior = prior if prior is not None else quotes.schema.empty_table()
     matches = np.full(trades.num_rows, -1, np.int64)
     prior_rows = {s: i for i, s in enumerate(prior.column("symbol").to_pylist())}
-    quote_ranges = _ranges(quotes)
-    trade_ts = _micros(trades)
-    quote_ts = _micros(quotes)
+    quote_ranges = symbol_runs(quotes)
+    trade_ts = micros(trades.column("ts"))
+    quote_ts = micros(quotes.column("ts"))
     offset = prior.num_rows  # rows of `quotes` come after those of `prior` in the combined columns
-    for symbol, (first, stop) in _ranges(trades).items():
+    for symbol, (first, stop) in symbol_runs(trades).items():
         q_first, q_stop = quote_ranges.get(symbol, (0, 0))
         found = np.searchsorted(quote_ts[q_first:q_stop], trade_ts[first:stop], "right") - 1
         before = prior_rows.get(symbol, -1)
@@ -37,21 +38,3 @@ def asof_join(trades: pa.Table, quotes: pa.Table, prior: pa.Table | None = None)
         column = pa.concat_arrays(chunks) if chunks else pa.array([], quotes.schema.field(name).type)
         joined = joined.append_column(_RENAMED.get(name, name), column.take(picked))
     return joined
-
-
-def _micros(table: pa.Table) -> np.ndarray:
-    if table.num_rows == 0:
-        return np.empty(0, np.int64)
-    return np.asarray(table.column("ts").combine_chunks().cast(pa.int64()).to_numpy())
-
-
-def _ranges(table: pa.Table) -> dict[str, tuple[int, int]]:
-    """symbol → [first, stop) rows of a table in symbol order."""
-    if table.num_rows == 0:
-        return {}
-    symbol = table.column("symbol").combine_chunks()
-    changes = np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)) + 1
-    starts = np.concatenate([[0], changes])
-    stops = np.concatenate([changes, [table.num_rows]])
-    names = symbol.take(pa.array(starts, pa.int64())).to_pylist()
-    return {n: (int(a), int(b)) for n, a, b in zip(names, starts, stops, strict=True)}

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from k2.arrow_util import symbol_runs
 from k2.query.aggregate import Partials, partial_step
 from k2.query.plan import Plan, to_micros
 from k2.query.tier import HotTier
@@ -134,11 +135,8 @@ class Reader:
             return pa.concat_tables(found)
         combined = pa.concat_tables(found)
         order = pc.sort_indices(combined, [("symbol", "ascending"), ("ts", "descending"), ("sequence", "descending")])
-        ranked = combined.take(order)
-        symbol = ranked.column("symbol").combine_chunks()
-        firsts = np.concatenate([[0], np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(
-            zero_copy_only=False)) + 1])
-        return ranked.take(pa.array(firsts, pa.int64()))
+        ranked = combined.take(order)  # each symbol's newest row first
+        return ranked.take(pa.array([first for first, _ in symbol_runs(ranked).values()], pa.int64()))
 
     def _read_cold(self, paths: list[str], symbols: list[str] | None, start: dt.datetime | None,
                    end: dt.datetime | None) -> pa.Table:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 
+from k2.arrow_util import micros, symbol_runs
 from k2.lake.layout import SORT_COLUMNS
 from k2.query.aggregate import MINUTE_US, Partials, coarsen, minute_partials
 
@@ -67,8 +68,8 @@ def prepare(table: pa.Table) -> HotFile:
     if not _is_sorted(table):
         table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS if c in table.column_names])
     table = table.combine_chunks()
-    ts = table.column("ts").combine_chunks().cast(pa.int64()).to_numpy() if table.num_rows else np.empty(0, np.int64)
-    return HotFile(table, ts, _symbol_ranges(table))
+    ts = micros(table.column("ts"))
+    return HotFile(table, ts, symbol_runs(table) if "symbol" in table.column_names else {})
 
 
 def _is_sorted(table: pa.Table) -> bool:
@@ -88,17 +89,6 @@ def _is_sorted(table: pa.Table) -> bool:
     sequence = table.column("sequence").combine_chunks()
     tie_back = pc.and_(pc.and_(same_symbol, pc.equal(ts[1:], ts[:-1])), pc.less(sequence[1:], sequence[:-1]))
     return not pc.any(tie_back).as_py()
-
-
-def _symbol_ranges(table: pa.Table) -> dict[str, tuple[int, int]]:
-    if table.num_rows == 0 or "symbol" not in table.column_names:
-        return {}
-    symbol = table.column("symbol").combine_chunks()
-    changes = np.flatnonzero(pc.not_equal(symbol[1:], symbol[:-1]).to_numpy(zero_copy_only=False)) + 1
-    starts = np.concatenate([[0], changes]).tolist()
-    stops = np.concatenate([changes, [table.num_rows]]).tolist()
-    names = symbol.take(pa.array(starts)).to_pylist()
-    return {name: (start, stop) for name, start, stop in zip(names, starts, stops, strict=True)}
 
 
 _LOADER: ThreadPoolExecutor | None = None
