@@ -198,7 +198,7 @@ def test_invalid_settings_are_one_line(tmp_path: Path) -> None:
     _clean_failure(result, "invalid setting: K2_TOPIC_PARTITIONS")
 
 
-@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0])
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.45, 0.55, 0.6, 0.7, 0.8, 1.0])
 def test_ctrl_c_while_starting_exits_quietly(tmp_path: Path, delay: float) -> None:
     """SIGINT while the CLI is still importing (its first second) exits with 130 and no traceback."""
     process = subprocess.Popen([sys.executable, "-m", "k2.cli", "load", TRADES_CSV], stdout=subprocess.PIPE,

@@ -57,8 +57,24 @@ class Interrupted(BaseException):
     """Ctrl-C, raised past click (which would turn a KeyboardInterrupt into "Aborted!" and exit code 1)."""
 
 
+_interrupted = False
+
+
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    global _interrupted  # read by run(): libraries may wrap the exception below into one of their own
+    _interrupted = True
     raise Interrupted
+
+
+def _run_app() -> None:
+    """The app; any failure after a Ctrl-C is that Ctrl-C, whatever a library made of it (pydantic, for one,
+    turns an exception raised while it builds a schema into a SchemaError)."""
+    try:
+        app()
+    except Exception:
+        if _interrupted:
+            raise Interrupted from None
+        raise
 
 
 def run() -> None:
@@ -68,7 +84,7 @@ def run() -> None:
     configure_logging(level)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        app()
+        _run_app()
     except Interrupted:
         console.print("interrupted")
         sys.exit(130)
