@@ -31,10 +31,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from k2.lake import writer
+from k2.lake import bars, writer
 from k2.lake.catalog import ensure_table, open_catalog
-from k2.lake.compaction import compact
-from k2.lake.expiry import expire_snapshots
+from k2.lake.maintenance import maintain as lake_maintain
 from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset
 from k2.settings import Settings
@@ -80,14 +79,18 @@ def make_data(ticks: int, symbols: int, days: int) -> Data:
 
 
 def build_k2(home: Path, data: Data, commit_rows: int) -> Settings:
-    """The lake as `k2 ingest` leaves it: time-ordered appends of `commit_rows` rows each."""
+    """The lake as `k2 ingest` leaves it: time-ordered appends of `commit_rows` rows each, the materialized
+    1-minute bars refreshed after each trades commit (as the ingest committer does)."""
     settings = Settings(home=home)
     catalog = open_catalog(settings)
+    bars_table = bars.ensure_bars_table(catalog, settings)
     for dataset, rows in ((Dataset.TRADES, data.trades), (Dataset.QUOTES, data.quotes)):
         table = ensure_table(catalog, settings, dataset)
         stamped = rows.append_column("ingest_ts", pa.repeat(pa.scalar(0, pa.timestamp("us", tz="UTC")), len(rows)))
         for offset in range(0, stamped.num_rows, commit_rows):
             writer.append(table, stamped.slice(offset, commit_rows))
+            if dataset is Dataset.TRADES:
+                bars.refresh(table, bars_table)
     return settings
 
 
@@ -330,14 +333,12 @@ class Arctic:
 
 
 def maintain(settings: Settings) -> tuple[int, int]:
-    """What `k2 maintain` does to the tick tables: compaction, then expiry of the superseded snapshots."""
+    """`k2 maintain` with no retention: compaction, the bars brought up to date, expiry of superseded snapshots."""
+    lake_maintain(settings.model_copy(update={"maintain_retain_hours": 0, "maintain_keep_snapshots": 1}))
     catalog = open_catalog(settings)
     files = snapshots = 0
     for dataset in (Dataset.TRADES, Dataset.QUOTES):
         table = ensure_table(catalog, settings, dataset)
-        compact(table)
-        expire_snapshots(table, None, int(time.time() * 1000) + 1, keep_last=1)
-        table.refresh()
         files += len(table.inspect.files())
         snapshots += len(table.metadata.snapshots)
     return files, snapshots

@@ -17,7 +17,8 @@ from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
 from k2.query.engine import QueryEngine
 from k2.registry import registry_for
 from k2.registry.base import subject_for
-from k2.schemas import Dataset, avro_schema, iceberg_schema
+from k2.schemas import Dataset, avro_schema
+from k2.schemas.iceberg import iceberg_schema
 from k2.settings import Settings
 from k2.sources.generator import generate_trades
 
@@ -59,7 +60,7 @@ def test_v1_and_v2_trades_share_one_table(kafka_settings: Settings) -> None:
     assert report.rows_landed == old.num_rows + new.num_rows and report.dead_lettered == 0
     engine = QueryEngine(kafka_settings)
     table = engine.table(Dataset.TRADES)
-    assert table is not None and "venue" in table.schema().column_names
+    assert table is not None and "venue" in table.field_ids
     rows = engine.trades(limit=None).to_pylist()
     assert len(rows) == day.num_rows
     assert {r["venue"] for r in rows if r["symbol"] == "OLD"} == {None}  # written before v2, or by v1 producers

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pyiceberg.types import DecimalType, LongType, StringType, TimestamptzType
 
-from k2.schemas import Dataset, avro_schema, field_infos, iceberg_schema
+from k2.schemas import Dataset, arrow_schema, avro_schema, field_infos
+from k2.schemas.iceberg import iceberg_schema
 
 
 @pytest.mark.parametrize("dataset", list(Dataset))
@@ -29,3 +30,10 @@ def test_quote_sides_are_optional() -> None:
     schema = iceberg_schema(Dataset.QUOTES)
     for name in ("bid_price", "ask_price", "bid_size", "ask_size"):
         assert not schema.find_field(name).required
+
+
+@pytest.mark.parametrize("dataset", list(Dataset))
+def test_arrow_schema_is_the_iceberg_schema_as_arrow(dataset: Dataset) -> None:
+    """The read path derives Arrow schemas without pyiceberg; they must be what pyiceberg derives (types,
+    nullability, docs and the PARQUET:field_id of every field), or reads and writes would disagree."""
+    assert arrow_schema(dataset).equals(iceberg_schema(dataset).as_arrow(), check_metadata=True)

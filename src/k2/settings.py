@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     warehouse: str | None = Field(None, description="Warehouse location; unset = <home>/warehouse.")
     namespace: str = "market"
     symbol_buckets: int = Field(16, ge=1, description="bucket(N, symbol) partition count.")
+    materialize_bars: bool = Field(
+        True, description="Keep the bars_1m table (1-minute partial bars of the trades) up to date at ingest."
+    )
 
     # Query
     query_cache_mb: int = Field(

@@ -68,6 +68,10 @@ def maintain(
         else:
             typer.echo(f"{name}: {done.partitions} partitions, {done.files_before} files -> {done.files_after}, "
                        f"{done.rows:,} rows rewritten in snapshot {done.snapshot_id}")
+    if report.bars is not None:
+        built = report.bars
+        how = "rebuilt from every trade file" if built.rebuilt else f"{built.files_read} new trade files read"
+        typer.echo(f"bars_1m: covers trades snapshot {built.source} ({how}, {built.rows_written:,} minute rows)")
     for name, expired in report.expiries.items():
         if expired.expired:
             typer.echo(f"{name}: expired {len(expired.expired)} snapshots, kept {expired.kept}")

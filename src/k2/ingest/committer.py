@@ -4,6 +4,7 @@ Steps, each a named crash point (k2.faults):
 1. write the data files and the batch's quality file (invisible until committed);
 2. one Iceberg commit: the data files, the Kafka offsets they came from, and a pointer to the quality file;
 3. add the quality file to the data_quality table (reconciled on the next start if a crash skipped it);
+   trades also bring the materialized 1-minute bars up to date (lake/bars.py; caught up by the next call);
 4. hand the offsets to the consumer thread, which mirrors them to the Kafka group (for lag tools only).
 A batch whose every row was a duplicate still commits 2 (an empty snapshot): its offsets and counts must stick.
 """
@@ -18,7 +19,7 @@ from pyiceberg.table import Table
 
 from k2 import faults
 from k2.ingest.prepare import PreparedBatch
-from k2.lake import quality, writer
+from k2.lake import bars, quality, writer
 from k2.lake.offsets import LandedOffsets
 from k2.obs.metrics import INGEST_COMMIT_SECONDS, INGEST_COMMITS, INGEST_ROWS, SEQUENCE_GAPS, SEQUENCE_MISSING
 from k2.schemas import Dataset
@@ -36,9 +37,10 @@ class Landed:
 class LakeCommitter:
     def __init__(
         self, dataset: Dataset, table: Table, quality_table: Table | None, topic: str, cluster_id: str,
-        crash: faults.CrashPoints,
+        crash: faults.CrashPoints, bars_table: Table | None = None,
     ) -> None:
         self._dataset = dataset
+        self._bars = bars_table
         self._table = table
         self._quality = quality_table
         self._topic = topic
@@ -74,8 +76,20 @@ class LakeCommitter:
             since = snapshot.timestamp_ms if snapshot is not None else None
             quality.apply(self._quality, {quality_file[0]: quality_file[1]}, since_ms=since)
         self._crash.reach(faults.AFTER_QUALITY)
+        self._refresh_bars()
         self._export(batch)
         return Landed(committed.snapshot_id, checked.keep.num_rows, committed.attempts)
+
+    def _refresh_bars(self) -> None:
+        """The bars are derived data: failing to refresh them must not fail the landing (their readers fall back
+        to ticks until a later refresh covers the new snapshot)."""
+        if self._bars is None:
+            return
+        try:
+            bars.refresh(self._table, self._bars)
+        except Exception:
+            log.warning("%s was not brought up to date; the next commit or `k2 maintain` will", bars.BARS_TABLE,
+                        exc_info=True)
 
     def _export(self, batch: PreparedBatch) -> None:
         checked = batch.checked

@@ -14,7 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from k2.errors import CatalogError
 from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
-from k2.schemas import Dataset, iceberg_schema
+from k2.schemas import Dataset
+from k2.schemas.iceberg import iceberg_schema
 from k2.settings import Settings
 
 
@@ -106,11 +107,10 @@ _LOCATION_SQL = text(
 )
 
 
-def metadata_location(catalog: Catalog, settings: Settings, dataset: Dataset) -> str | None:
-    """Where the table's current metadata is (None: no table). The cheap freshness check of a reader that keeps
-    plans: one indexed row from a SQL catalog (~0.1 ms), instead of loading and parsing the metadata (~2 ms+).
-    Other catalogs have no cheaper way than a load."""
-    identifier = table_identifier(settings, dataset)
+def location_in_catalog(catalog: Catalog, settings: Settings, table_name: str) -> str | None:
+    """Where the table's current metadata is (None: no table), through the catalog: one indexed row of a SQL
+    catalog (~0.1 ms), a full load for other kinds. The SQLite default is read without SQLAlchemy (lake/locate.py)."""
+    identifier = (settings.namespace, table_name)
     with catalog_errors(".".join(identifier)):
         if isinstance(catalog, SqlCatalog):
             with catalog.engine.connect() as connection:
@@ -118,5 +118,7 @@ def metadata_location(catalog: Catalog, settings: Settings, dataset: Dataset) ->
                     _LOCATION_SQL, {"catalog": catalog.name, "namespace": identifier[0], "name": identifier[1]}
                 ).scalar()
             return str(found) if found else None
-    table = load_table(catalog, settings, dataset)
-    return table.metadata_location if table is not None else None
+        try:
+            return catalog.load_table(identifier).metadata_location
+        except NoSuchTableError:
+            return None

@@ -20,11 +20,10 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from k2.errors import K2Error
+from k2.lake.metadata import BARS_SOURCE_PROPERTY, COMPACTION_PROPERTY
 from k2.lake.offsets import OFFSETS_PROPERTY
 from k2.lake.snapshots import ancestry, property_of
 from k2.lake.writer import commit_with_retry, conform, write_data_files
-
-COMPACTION_PROPERTY = "k2.compaction"  # on a compaction snapshot: "<files read> -> <files written>"
 
 
 class CompactionConflict(K2Error):
@@ -103,9 +102,14 @@ def _commit(table: Table, removed: list[DataFile], added: list[DataFile], give_u
 
 
 def _carried_forward(table: Table) -> dict[str, str]:
-    """The newest landed offsets of the ancestry, so the compaction snapshot answers for them."""
+    """The newest landed offsets (data tables) and covered trades snapshot (the bar table) of the ancestry, so
+    that the compaction snapshot answers for them even after the snapshots that recorded them expire."""
+    carried: dict[str, str] = {}
     for snapshot in ancestry(table.metadata):
-        offsets = property_of(snapshot, OFFSETS_PROPERTY)
-        if offsets:
-            return {OFFSETS_PROPERTY: offsets}
-    return {}
+        for name in (OFFSETS_PROPERTY, BARS_SOURCE_PROPERTY):
+            value = property_of(snapshot, name)
+            if value and name not in carried:
+                carried[name] = value
+        if len(carried) == 2:
+            break
+    return carried

@@ -3,24 +3,24 @@
 Manifests are immutable, so each one is decoded once per process and kept: a new append adds one manifest, and
 indexing the snapshot after it costs one small Avro read, not a re-read of the whole history. Pruning the result
 with numpy then costs microseconds per query, against ~26 ms for pyiceberg's planning in Python on every query
-(docs/decisions/0011-query-engine.md).
+(docs/decisions/0011-query-engine.md). Manifests are read with fastavro (Iceberg spec, format versions 1 and 2),
+so the read path does not import pyiceberg.
 """
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
+import fastavro
+import mmh3
 import numpy as np
-from pyiceberg.conversions import from_bytes
-from pyiceberg.io import FileIO
-from pyiceberg.manifest import DataFileContent, ManifestContent, ManifestFile
-from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.transforms import BucketTransform
-from pyiceberg.types import StringType, TimestamptzType
 
 from k2.errors import QueryError
+from k2.lake.fileio import read_bytes
+from k2.lake.metadata import SnapshotInfo, TableState
 
 NO_BUCKET = -1
 TOP_SYMBOL = "\U0010ffff"  # above every symbol: the upper bound of a file without symbol statistics
@@ -60,77 +60,102 @@ _EMPTY = DataFiles(
 )
 
 
+_DATA = 0  # content of data manifests and data files (1, 2: deletes)
+_DELETED = 2  # manifest entry status
+
+
 class ManifestIndex:
     """Decoded manifests of one table, by manifest path (bounded: the oldest are dropped first)."""
 
-    def __init__(self, table: Table, max_manifests: int = 10_000) -> None:
-        schema = table.schema()
-        self._ts_id = schema.find_field("ts").field_id if "ts" in schema.column_names else None
-        self._symbol_id = schema.find_field("symbol").field_id if "symbol" in schema.column_names else None
-        self._specs = table.metadata.specs()
+    def __init__(self, max_manifests: int = 10_000) -> None:
         self._cache: OrderedDict[str, DataFiles] = OrderedDict()
+        self._lists: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()  # manifest lists, by location
         self._max = max_manifests
         self.decoded = 0  # manifests read so far (a new snapshot should cost only its new ones)
 
-    def files(self, io: FileIO, snapshot: Snapshot | None) -> DataFiles:
+    def files(self, state: TableState, snapshot: SnapshotInfo | None) -> DataFiles:
         """Every live data file of the snapshot (none for an empty table)."""
         if snapshot is None:
             return _EMPTY
-        return DataFiles.concat([self._manifest(io, m) for m in snapshot.manifests(io)])
+        return DataFiles.concat([self._manifest(state, m) for m in self._manifest_list(snapshot)])
 
-    def _manifest(self, io: FileIO, manifest: ManifestFile) -> DataFiles:
-        cached = self._cache.get(manifest.manifest_path)
+    def _manifest_list(self, snapshot: SnapshotInfo) -> list[dict[str, Any]]:
+        listed = self._lists.get(snapshot.manifest_list)
+        if listed is None:
+            listed = self._lists[snapshot.manifest_list] = _avro_records(snapshot.manifest_list)
+            if len(self._lists) > 64:
+                self._lists.popitem(last=False)
+        return listed
+
+    def _manifest(self, state: TableState, manifest: dict[str, Any]) -> DataFiles:
+        path = manifest["manifest_path"]
+        cached = self._cache.get(path)
         if cached is not None:
-            self._cache.move_to_end(manifest.manifest_path)
+            self._cache.move_to_end(path)
             return cached
-        if manifest.content != ManifestContent.DATA:
-            raise QueryError(f"{manifest.manifest_path} lists delete files; K2 tables are append/overwrite only")
-        decoded = self._decode(io, manifest)
+        if manifest.get("content", _DATA) != _DATA:
+            raise QueryError(f"{path} lists delete files; K2 tables are append/overwrite only")
+        decoded = _decode(state, path, int(manifest.get("partition_spec_id", 0)))
         self.decoded += 1
-        self._cache[manifest.manifest_path] = decoded
+        self._cache[path] = decoded
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return decoded
 
-    def _decode(self, io: FileIO, manifest: ManifestFile) -> DataFiles:
-        bucket_position, buckets = self._symbol_bucket(manifest.partition_spec_id)
-        paths, rows, ts_low, ts_high, sym_low, sym_high, bucket = [], [], [], [], [], [], []
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-            data = entry.data_file
-            if data.content != DataFileContent.DATA:
-                raise QueryError(f"{data.file_path} is a delete file; K2 tables are append/overwrite only")
-            paths.append(data.file_path)
-            rows.append(data.record_count)
-            low, high = data.lower_bounds or {}, data.upper_bounds or {}
-            ts_low.append(_bound(low, self._ts_id, TimestamptzType(), _LOW_TS))
-            ts_high.append(_bound(high, self._ts_id, TimestamptzType(), _HIGH_TS))
-            sym_low.append(_bound(low, self._symbol_id, StringType(), ""))
-            sym_high.append(_bound(high, self._symbol_id, StringType(), TOP_SYMBOL))
-            bucket.append(data.partition[bucket_position] if bucket_position is not None else NO_BUCKET)
-        return DataFiles(
-            np.array(paths, object), np.array(rows, np.int64), np.array(ts_low, np.int64),
-            np.array(ts_high, np.int64), np.array(sym_low, object), np.array(sym_high, object),
-            np.array(bucket, np.int32), np.full(len(paths), buckets, np.int32),
-        )
 
-    def _symbol_bucket(self, spec_id: int) -> tuple[int | None, int]:
-        spec = self._specs.get(spec_id)
-        if spec is None or self._symbol_id is None:
-            return None, 0
-        for position, field in enumerate(spec.fields):
-            if field.source_id == self._symbol_id and isinstance(field.transform, BucketTransform):
-                return position, field.transform.num_buckets
-        return None, 0
+def _avro_records(location: str) -> list[dict[str, Any]]:
+    return list(fastavro.reader(io.BytesIO(read_bytes(location))))  # type: ignore[arg-type]
 
 
-def _bound(bounds: dict[int, bytes], field_id: int | None, kind: TimestamptzType | StringType,
-           unknown: object) -> object:
-    raw = bounds.get(field_id) if field_id is not None else None
-    return unknown if raw is None else from_bytes(kind, raw)
+def _decode(state: TableState, path: str, spec_id: int) -> DataFiles:
+    ts_id = state.field_ids.get("ts", state.field_ids.get("minute"))  # ticks: ts; the bar table: minute
+    symbol_id = state.field_ids.get("symbol")
+    bucket_field, buckets = _symbol_bucket(state, spec_id, symbol_id)
+    paths, rows, ts_low, ts_high, sym_low, sym_high, bucket = [], [], [], [], [], [], []
+    for entry in _avro_records(path):
+        if entry["status"] == _DELETED:
+            continue
+        data = entry["data_file"]
+        if data.get("content", _DATA) != _DATA:
+            raise QueryError(f"{data['file_path']} is a delete file; K2 tables are append/overwrite only")
+        paths.append(data["file_path"])
+        rows.append(data["record_count"])
+        low, high = _bounds(data.get("lower_bounds")), _bounds(data.get("upper_bounds"))
+        ts_low.append(_timestamp(low.get(ts_id), _LOW_TS))
+        ts_high.append(_timestamp(high.get(ts_id), _HIGH_TS))
+        sym_low.append(_text(low.get(symbol_id), ""))
+        sym_high.append(_text(high.get(symbol_id), TOP_SYMBOL))
+        bucket.append(data["partition"][bucket_field] if bucket_field is not None else NO_BUCKET)
+    return DataFiles(
+        np.array(paths, object), np.array(rows, np.int64), np.array(ts_low, np.int64),
+        np.array(ts_high, np.int64), np.array(sym_low, object), np.array(sym_high, object),
+        np.array(bucket, np.int32), np.full(len(paths), buckets, np.int32),
+    )
+
+
+def _symbol_bucket(state: TableState, spec_id: int, symbol_id: int | None) -> tuple[str | None, int]:
+    """The partition field holding bucket(N, symbol) in this spec, and N."""
+    for spec_field in state.specs.get(spec_id, []):
+        buckets = spec_field.buckets
+        if spec_field.source_id == symbol_id and buckets is not None:
+            return spec_field.name, buckets
+    return None, 0
+
+
+def _bounds(pairs: list[dict[str, Any]] | None) -> dict[int | None, bytes]:
+    """An Iceberg id → bytes map (Avro: an array of key/value records)."""
+    return {int(p["key"]): p["value"] for p in pairs or ()}
+
+
+def _timestamp(raw: bytes | None, unknown: int) -> int:
+    return unknown if raw is None else int.from_bytes(raw, "little", signed=True)
+
+
+def _text(raw: bytes | None, unknown: str) -> str:
+    return unknown if raw is None else raw.decode("utf-8")
 
 
 def symbol_bucket(symbol: str, buckets: int) -> int:
-    """The bucket(N, symbol) partition value Iceberg gives `symbol` (Murmur3, as every Iceberg engine)."""
-    bucket = BucketTransform(buckets).transform(StringType())(symbol)
-    assert bucket is not None  # only a null symbol has no bucket
-    return int(bucket)
+    """The bucket(N, symbol) partition value Iceberg gives `symbol`: Murmur3 (x86, 32-bit) of the UTF-8 bytes,
+    as every Iceberg engine computes it."""
+    return (mmh3.hash(symbol.encode("utf-8")) & 0x7FFFFFFF) % buckets

@@ -11,9 +11,6 @@ from k2.schemas import Dataset
 
 _PARTITION_FIELD_BASE = 1000
 
-# Rows are sorted this way before every write, and compaction keeps it: one symbol's ticks are contiguous.
-SORT_COLUMNS = ("symbol", "ts", "sequence")
-
 
 def partition_spec(dataset: Dataset, schema: Schema, symbol_buckets: int) -> PartitionSpec:
     """Tick tables: day(ts) + bucket(N, symbol). Reference data is small and stays unpartitioned."""

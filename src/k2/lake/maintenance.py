@@ -1,4 +1,5 @@
-"""One maintenance pass over the lake (compaction, snapshot expiry, orphan files), on demand or on a schedule.
+"""One maintenance pass over the lake (materialized bars, compaction, snapshot expiry, orphan files), on demand or
+on a schedule.
 
 `k2 maintain` runs one pass; `k2 ingest --maintain-every S` runs one every S seconds on a background thread while
 it ingests (each step is safe beside the appends: lake/compaction.py and lake/expiry.py say why).
@@ -13,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
+from k2.lake import bars
 from k2.lake.catalog import load_table, open_catalog
 from k2.lake.compaction import CompactionReport, compact
 from k2.lake.expiry import (
@@ -37,6 +40,7 @@ class MaintenanceReport:
     compactions: dict[str, CompactionReport] = field(default_factory=dict)
     expiries: dict[str, ExpiryReport] = field(default_factory=dict)
     quality_expired: int = 0
+    bars: bars.BarsRefresh | None = None
     orphans: dict[str, OrphanReport] = field(default_factory=dict)
 
 
@@ -45,7 +49,8 @@ def maintain(
     min_files: int = 2, compaction: bool = True, expiry: bool = True,
     on_partition: Callable[[str, int, int], None] | None = None,
 ) -> MaintenanceReport:
-    """Compact the chosen tick tables, then expire snapshots and remove orphan files across the lake."""
+    """Bring the materialized bars up to date, compact the chosen tick tables (and the bars), then expire
+    snapshots and remove orphan files across the lake."""
     catalog = catalog or open_catalog(settings)
     report = MaintenanceReport()
     if compaction:
@@ -54,9 +59,23 @@ def maintain(
             if table is not None:
                 progress = (lambda done, total, d=dataset.value: on_partition(d, done, total)) if on_partition else None
                 report.compactions[dataset.value] = compact(table, min_files, on_partition=progress)
+    # after the compaction (the bars then cover its snapshot: expiring the ones before it forces no rebuild)
+    bars_table = _refresh_bars(settings, catalog, report)
+    if compaction and bars_table is not None:
+        report.compactions[bars.BARS_TABLE] = compact(bars_table, min_files)
     if expiry:
         _expire(settings, catalog, report)
     return report
+
+
+def _refresh_bars(settings: Settings, catalog: Catalog, report: MaintenanceReport) -> Table | None:
+    """The bar table, up to date with the trades (created and built here for a lake that predates it)."""
+    trades = load_table(catalog, settings, Dataset.TRADES)
+    if trades is None or not settings.materialize_bars:
+        return None
+    bars_table = bars.ensure_bars_table(catalog, settings)
+    report.bars = bars.refresh(trades, bars_table)
+    return bars_table
 
 
 def _expire(settings: Settings, catalog: Catalog, report: MaintenanceReport) -> None:
@@ -72,7 +91,10 @@ def _expire(settings: Settings, catalog: Catalog, report: MaintenanceReport) -> 
                                                               settings.maintain_keep_snapshots))
     named = quality_files_named(tables)
     min_age = settings.maintain_orphan_min_age_hours * 3600
-    for table in [*tables, *([quality] if quality is not None else [])]:
+    derived = [catalog.load_table(i) for i in [(settings.namespace, bars.BARS_TABLE)] if catalog.table_exists(i)]
+    for table in derived:
+        report.expiries[table.name()[-1]] = expire_snapshots(table, None, cutoff_ms, settings.maintain_keep_snapshots)
+    for table in [*tables, *([quality] if quality is not None else []), *derived]:
         report.orphans[table.name()[-1]] = remove_orphan_files(table, min_age, named)
 
 

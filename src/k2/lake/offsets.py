@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-from pyiceberg.table.metadata import TableMetadata
+from typing import TYPE_CHECKING
 
 from k2.lake.snapshots import ancestry, property_of
+
+if TYPE_CHECKING:
+    from pyiceberg.table.metadata import TableMetadata
 
 OFFSETS_PROPERTY = "k2.kafka.offsets"
 

@@ -13,7 +13,7 @@ import datetime as dt
 import itertools
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -24,7 +24,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table, WriteTask
 from pyiceberg.types import DateType, LongType, NestedField, StringType, TimestamptzType
 
-from k2.lake.snapshots import ancestry, property_of
+from k2.lake.snapshots import History, ancestry, property_of
 from k2.retry import retry
 from k2.settings import Settings
 
@@ -174,8 +174,9 @@ def reconcile(data_table: Table, quality_table: Table) -> list[str]:
     return apply(quality_table, missing) if missing else []
 
 
-def landed_batches(data_table: Table) -> list[str]:
+def landed_batches(properties: Mapping[str, str], history: History[Any]) -> list[str]:
     """Batch ids whose quality counts stand: those of the current ancestry, and those an expiry settled (kept
-    snapshots, e.g. tagged ones, that it cut off from the ancestry; see lake/expiry.py)."""
-    settled = [b for b in data_table.properties.get(SETTLED_PROPERTY, "").split(",") if b]
-    return [b for s in ancestry(data_table.metadata) if (b := property_of(s, BATCH_PROPERTY))] + settled
+    snapshots, e.g. tagged ones, that it cut off from the ancestry; see lake/expiry.py). `properties` and
+    `history` are the data table's (pyiceberg's metadata, or the read path's TableState: same shape)."""
+    settled = [b for b in properties.get(SETTLED_PROPERTY, "").split(",") if b]
+    return [b for s in ancestry(history) if (b := property_of(s, BATCH_PROPERTY))] + settled

@@ -9,22 +9,44 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-
-from pyiceberg.table import Table
-from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Snapshot
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from k2.errors import SnapshotNotFoundError
 
+if TYPE_CHECKING:  # readers use lake/metadata.py's lighter objects of the same shape: no pyiceberg import
+    from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Snapshot
 
-def ancestry(metadata: TableMetadata) -> Iterator[Snapshot]:
+
+class SnapshotLike(Protocol):
+    @property
+    def snapshot_id(self) -> int: ...
+
+    @property
+    def parent_snapshot_id(self) -> int | None: ...
+
+
+S = TypeVar("S", bound=SnapshotLike)
+
+
+class History(Protocol[S]):
+    """pyiceberg's TableMetadata, or the read path's TableState (lake/metadata.py)."""
+
+    @property
+    def snapshots(self) -> list[S]: ...
+
+    @property
+    def current_snapshot_id(self) -> int | None: ...
+
+
+def ancestry(metadata: History[S]) -> Iterator[S]:
     """The current snapshot, then its parent, and so on to the first. Lazy, and newest first: each step looks
     for the parent from the end of the snapshot list, where recent snapshots are, so a caller that stops at the
     current snapshot or its parent pays the same with 10 snapshots or 10,000 (pyiceberg's own lookup scans the
     list from the start)."""
     snapshot = _find(metadata.snapshots, metadata.current_snapshot_id)
     steps = 0
-    index: dict[int, Snapshot] | None = None
+    index: dict[int, S] | None = None
     while snapshot is not None:
         yield snapshot
         steps += 1
@@ -40,7 +62,7 @@ def ancestry(metadata: TableMetadata) -> Iterator[Snapshot]:
 _SCANNED_STEPS = 8
 
 
-def _find(snapshots: list[Snapshot], snapshot_id: int | None) -> Snapshot | None:
+def _find(snapshots: list[S], snapshot_id: int | None) -> S | None:
     if snapshot_id is None:
         return None
     return next((s for s in reversed(snapshots) if s.snapshot_id == snapshot_id), None)

@@ -19,9 +19,9 @@ from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
-from k2.lake.layout import SORT_COLUMNS
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets, landed_offsets, merged
 from k2.retry import retry
+from k2.schemas import SORT_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 
-from k2.arrow_util import decimal_from_unscaled, micros, unscaled_from_decimal
+from k2.arrow_util import decimal_from_unscaled, micros, numpy_of, unscaled_from_decimal
 from k2.errors import QueryError
 from k2.query.plan import to_micros
 
@@ -73,8 +73,8 @@ def adjust_bars(
             unscaled = unscaled_from_decimal(columns[name].combine_chunks())
             columns[name] = decimal_from_unscaled(np.rint(unscaled * price_factor).astype(np.int64), 18, 8)
     if "volume" in columns:
-        volume = columns["volume"].combine_chunks().to_numpy(zero_copy_only=False)
-        columns["volume"] = pa.array(np.rint(volume * volume_factor).astype(np.int64))
+        volumes = numpy_of(columns["volume"])
+        columns["volume"] = pa.array(np.rint(volumes * volume_factor).astype(np.int64))
     return pa.table(columns, schema=bars.schema)
 
 

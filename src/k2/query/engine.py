@@ -18,20 +18,19 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.table import Table
 
 from k2.errors import QueryError, UnknownSymbolError
-from k2.lake.catalog import catalog_errors, open_catalog
+from k2.lake.metadata import TableState
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
-from k2.lake.quality import BATCH_PROPERTY, QUALITY_TABLE, landed_batches
-from k2.lake.snapshots import ancestry, property_of
+from k2.lake.partials import MINUTE_US, Partials, raw_partials
 from k2.query.adjust import Adjust, adjust_bars
-from k2.query.aggregate import MINUTE_US, Rolled, micros_array, price_array, raw_partials, roll_up
+from k2.query.aggregate import Rolled, micros_array, partial_step, price_array, roll_up
 from k2.query.asof import asof_join
-from k2.query.plan import Plan, Planner
+from k2.query.plan import Plan, Planner, to_micros
 from k2.query.reader import Reader, conform, where
 from k2.query.sessions import Zones, session_days
 from k2.query.sql import VIEWS, SqlResult, run_sql
+from k2.query.stored import stored_partials
 from k2.query.tier import HotTier
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
@@ -109,13 +108,11 @@ class QueryEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        # a reader may work on a read-only home; a home that does not exist yet is created, empty
-        self._catalog = open_catalog(settings, writable=not settings.home_path.exists())
         # one database; every query runs on its own cursor (registrations stay local to it; threads may share the
         # engine: the API serves requests concurrently)
         self._con = duckdb.connect()
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
-        self._planner = Planner(self._catalog, settings)
+        self._planner = Planner(settings)  # reads the catalog and metadata without pyiceberg (lake/metadata.py)
         self._tier = HotTier(settings.query_cache_mb * 1024 * 1024)
         self._reader = Reader(self._tier, self._con)
 
@@ -135,7 +132,8 @@ class QueryEngine:
         self._con.close()
         self._tier.clear()
 
-    def table(self, dataset: Dataset) -> Table | None:
+    def table(self, dataset: Dataset) -> TableState | None:
+        """The table's current metadata (snapshots, schema field ids, partition specs), None before it exists."""
         return self._planner.table(dataset)
 
     def snapshots(self, dataset: Dataset) -> pa.Table:
@@ -144,17 +142,15 @@ class QueryEngine:
         if table is None:
             return SNAPSHOTS_SCHEMA.empty_table()
         rows = []
-        for snapshot in ancestry(table.metadata):
-            summary = snapshot.summary
-            extra = summary.additional_properties if summary is not None else {}
-            offsets = property_of(snapshot, OFFSETS_PROPERTY)
+        for snapshot in table.ancestry():
+            extra = snapshot.summary.additional_properties
             rows.append({
                 "snapshot_id": snapshot.snapshot_id,
-                "committed_at": dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
-                "operation": summary.operation.value if summary is not None else None,
+                "committed_at": snapshot.committed_at,
+                "operation": snapshot.summary.operation,
                 "added_rows": int(extra.get("added-records", 0)),
                 "total_rows": int(extra.get("total-records", 0)),
-                "kafka_offsets": _describe_offsets(offsets),
+                "kafka_offsets": _describe_offsets(snapshot.property_value(OFFSETS_PROPERTY)),
             })
         return pa.Table.from_pylist(rows, schema=SNAPSHOTS_SCHEMA)
 
@@ -334,10 +330,26 @@ class QueryEngine:
 
     def _rolled(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
                 as_of: dt.datetime | None) -> Rolled | None:
-        """Bars from the hot tier's minute partials, when the interval and window allow it (see aggregate.py)."""
-        plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
-        partials = self._reader.partials(plan, symbols, span.start, span.end, step_us)
+        """Bars from minute partials, when the interval and window allow it (see aggregate.py)."""
+        partials = self._partials(symbols, span, step_us, snapshot_id, as_of)
         return roll_up(partials, step_us) if partials is not None else None
+
+    def _partials(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
+                  as_of: dt.datetime | None) -> Partials | None:
+        """Partials from the hot tier when it holds every planned file already (fastest: in memory), else from
+        the materialized bar table when it covers the snapshot, else from the tier after loading the files; None
+        when only raw ticks can answer (window or interval not on minute boundaries, sums beyond 64 bits)."""
+        plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
+        start_us = to_micros(span.start) if span.start is not None else None
+        end_us = to_micros(span.end) if span.end is not None else None
+        if partial_step(step_us, start_us, end_us) is None:
+            return None
+        if not self._tier.holds(plan.paths):
+            with self._cursor() as con:
+                stored = stored_partials(self._planner, con, plan, symbols, span.start, span.end)
+            if stored is not None:
+                return stored
+        return self._reader.partials(plan, symbols, span.start, span.end, step_us)
 
     def vwap(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, interval: str | None = None,
@@ -380,8 +392,7 @@ class QueryEngine:
             dt.datetime.combine(first_day, dt.time(), dt.UTC) - pad if first_day else None,
             dt.datetime.combine(last_day, dt.time(), dt.UTC) + 2 * pad if last_day else None,
         )
-        plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
-        partials = self._reader.partials(plan, symbols, span.start, span.end, MINUTE_US)
+        partials = self._partials(symbols, span, MINUTE_US, snapshot_id, as_of)
         if partials is None:
             rows = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
             partials = raw_partials(rows)
@@ -452,18 +463,16 @@ class QueryEngine:
         """Per (dataset, exchange, symbol, day): rows received/landed, duplicates dropped, late rows, and the
         current gaps (count and missing sequence numbers) with the landed sequence span. Only batches in each data
         table's current ancestry count: a rolled-back batch's counts are gone with its rows."""
-        identifier = (self._settings.namespace, QUALITY_TABLE)
-        with catalog_errors(".".join(identifier)):
-            table = self._catalog.load_table(identifier) if self._catalog.table_exists(identifier) else None
-            tasks = list(table.scan().plan_files()) if table is not None and table.current_snapshot() else []
-        files = [task.file.file_path.removeprefix("file://") for task in tasks]
+        from k2.lake.quality import BATCH_PROPERTY, QUALITY_TABLE, landed_batches
+
+        files = [p.removeprefix("file://") for p in self._planner.plan(QUALITY_TABLE).paths]
         if not files:
             return QUALITY_VIEW_SCHEMA.empty_table()
         tables = [t for d in Dataset if (t := self.table(d)) is not None]
-        batches = [b for t in tables for b in landed_batches(t)]
+        batches = [b for t in tables for b in landed_batches(t.properties, t)]
         # a batch whose snapshot expired was in the history when it did (expiry deletes rolled-back ones first)
-        kept = [b for t in tables for s in t.metadata.snapshots if (b := property_of(s, BATCH_PROPERTY))]
-        snapshots = [s.snapshot_id for t in tables for s in ancestry(t.metadata)]  # rows from before batch ids
+        kept = [b for t in tables for s in t.snapshots if (b := s.property_value(BATCH_PROPERTY))]
+        snapshots = [s.snapshot_id for t in tables for s in t.ancestry()]  # rows from before batch ids
         clauses, params = where(symbols, None, None)
         with self._cursor() as con:
             con.register("_k2_batches", pa.table({"batch": pa.array(batches, pa.string())}))

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
 
 from k2.errors import QueryError
-from k2.lake.catalog import catalog_errors, load_table, metadata_location
 from k2.lake.files import NO_BUCKET, DataFiles, ManifestIndex, symbol_bucket
-from k2.lake.snapshots import ancestry, require_snapshot
+from k2.lake.locate import Locator
+from k2.lake.metadata import SnapshotInfo, TableState, load_state
 from k2.schemas import Dataset
 from k2.settings import Settings
 
@@ -37,7 +35,7 @@ def to_micros(value: dt.datetime) -> int:
 class Plan:
     """The files to read for one query, and the snapshot they come from (None: the table is empty)."""
 
-    table: Table | None
+    table: TableState | None
     snapshot_id: int | None
     paths: list[str]
     newest: list[int] = field(default_factory=list)  # per path: the upper bound of its ts (µs), when known
@@ -45,8 +43,7 @@ class Plan:
 
 @dataclass
 class _Known:
-    location: str
-    table: Table
+    state: TableState
     manifests: ManifestIndex
     files: OrderedDict[int, DataFiles] = field(default_factory=OrderedDict)
 
@@ -56,44 +53,53 @@ class Planner:
 
     _SNAPSHOTS_KEPT = 8  # file lists of recent snapshots (the current one, and a few time-travel targets)
 
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
-        self._catalog = catalog
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._known: dict[Dataset, _Known] = {}
+        self._locator = Locator(settings)
+        self._known: dict[str, _Known] = {}
+        self._lock = threading.Lock()
 
     @property
     def decoded_manifests(self) -> int:
         return sum(known.manifests.decoded for known in self._known.values())
 
-    def table(self, dataset: Dataset) -> Table | None:
-        """The table as it is now (None: it does not exist yet)."""
-        location = metadata_location(self._catalog, self._settings, dataset)
-        if location is None:
-            self._known.pop(dataset, None)
-            return None
-        known = self._known.get(dataset)
-        if known is None or known.location != location:
-            table = load_table(self._catalog, self._settings, dataset)
-            if table is None:
+    def table(self, dataset: Dataset | str) -> TableState | None:
+        """The table's metadata as it is now (None: it does not exist yet)."""
+        known = self._current(dataset)
+        return known.state if known is not None else None
+
+    def _current(self, dataset: Dataset | str) -> _Known | None:
+        name = dataset.value if isinstance(dataset, Dataset) else dataset
+        location = self._locator.location(name)
+        with self._lock:
+            known = self._known.get(name)
+            if location is None:
+                self._known.pop(name, None)
                 return None
-            manifests = known.manifests if known is not None else ManifestIndex(table)
-            known = self._known[dataset] = _Known(table.metadata_location, table, manifests)
-        return known.table
+            if known is not None and known.state.metadata_location == location:
+                return known
+        state = load_state(f"{self._settings.namespace}.{name}", location)
+        with self._lock:
+            manifests = known.manifests if known is not None else ManifestIndex()
+            known = self._known[name] = _Known(state, manifests)
+            return known
 
     def plan(
-        self, dataset: Dataset, symbols: list[str] | None = None, start: dt.datetime | None = None,
+        self, dataset: Dataset | str, symbols: list[str] | None = None, start: dt.datetime | None = None,
         end: dt.datetime | None = None, snapshot_id: int | None = None, as_of: dt.datetime | None = None,
     ) -> Plan:
         """Files that may hold rows of `symbols` in [start, end), as of a snapshot id, a wall-clock time, or now."""
-        table = self.table(dataset)
-        if table is None:
+        known = self._current(dataset)
+        if known is None:
             if snapshot_id is not None:
-                raise QueryError(f"snapshot {snapshot_id}: the {dataset.value} table does not exist yet")
+                name = dataset.value if isinstance(dataset, Dataset) else dataset
+                raise QueryError(f"snapshot {snapshot_id}: the {name} table does not exist yet")
             return Plan(None, None, [])
-        snapshot = resolve_snapshot(table, snapshot_id, as_of)
+        state = known.state
+        snapshot = resolve_snapshot(state, snapshot_id, as_of)
         if snapshot is None:
-            return Plan(table, None, [])
-        files = self._files(dataset, table, snapshot)
+            return Plan(state, None, [])
+        files = self._files(known, snapshot)
         mask = np.ones(len(files), bool)
         if start is not None:
             mask &= files.ts_high >= to_micros(start)
@@ -101,32 +107,31 @@ class Planner:
             mask &= files.ts_low < to_micros(end)
         if symbols:
             mask &= _may_hold(files, symbols)
-        return Plan(table, snapshot.snapshot_id, files.paths[mask].tolist(), files.ts_high[mask].tolist())
+        return Plan(state, snapshot.snapshot_id, files.paths[mask].tolist(), files.ts_high[mask].tolist())
 
-    def _files(self, dataset: Dataset, table: Table, snapshot: Snapshot) -> DataFiles:
-        known = self._known[dataset]
-        files = known.files.get(snapshot.snapshot_id)
-        if files is None:
-            with catalog_errors(".".join(table.name())):
-                files = known.manifests.files(table.io, snapshot)
+    def _files(self, known: _Known, snapshot: SnapshotInfo) -> DataFiles:
+        with self._lock:  # decoding is once per manifest; the caches are not thread-safe on their own
+            files = known.files.get(snapshot.snapshot_id)
+            if files is not None:
+                known.files.move_to_end(snapshot.snapshot_id)
+                return files
+            files = known.manifests.files(known.state, snapshot)
             known.files[snapshot.snapshot_id] = files
             if len(known.files) > self._SNAPSHOTS_KEPT:
                 known.files.popitem(last=False)
-        else:
-            known.files.move_to_end(snapshot.snapshot_id)
-        return files
+            return files
 
 
-def resolve_snapshot(table: Table, snapshot_id: int | None, as_of: dt.datetime | None) -> Snapshot | None:
+def resolve_snapshot(state: TableState, snapshot_id: int | None, as_of: dt.datetime | None) -> SnapshotInfo | None:
     """The snapshot a query reads: the one named, the newest committed at or before `as_of`, or the current."""
     if snapshot_id is not None and as_of is not None:
         raise QueryError("give a snapshot id or an as-of time, not both")
     if snapshot_id is not None:
-        return require_snapshot(table, snapshot_id)
+        return state.require_snapshot(snapshot_id)
     if as_of is not None:
         cutoff_ms = to_micros(as_of) // 1000
-        return next((s for s in ancestry(table.metadata) if s.timestamp_ms <= cutoff_ms), None)
-    return table.current_snapshot()
+        return next((s for s in state.ancestry() if s.timestamp_ms <= cutoff_ms), None)
+    return state.current_snapshot()
 
 
 def _may_hold(files: DataFiles, symbols: list[str]) -> np.ndarray:

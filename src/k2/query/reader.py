@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.arrow_util import symbol_runs
-from k2.query.aggregate import Partials, partial_step
+from k2.lake.partials import Partials
+from k2.query.aggregate import partial_step
 from k2.query.plan import Plan, to_micros
 from k2.query.tier import HotTier
 
@@ -39,9 +40,9 @@ class Reader:
         pieces: list[pa.Table] = []
         cold: list[str] = []
         wanted = sorted(set(symbols)) if symbols else None
-        self._tier.warm(plan.table.io, plan.paths)
+        self._tier.warm(plan.paths)
         for path in plan.paths:
-            hot = self._tier.get(plan.table.io, path)
+            hot = self._tier.get(path)
             if hot is None:
                 cold.append(path)
                 continue
@@ -62,7 +63,7 @@ class Reader:
         total = 0
         cold: list[str] = []
         for path in plan.paths:
-            hot = self._tier.get(plan.table.io, path)
+            hot = self._tier.get(path)
             if hot is None:
                 cold.append(path)
                 continue
@@ -85,10 +86,10 @@ class Reader:
         size = partial_step(step_us, start_us, end_us)
         if size is None:
             return None
-        self._tier.warm(plan.table.io, plan.paths)
+        self._tier.warm(plan.paths)
         parts = []
         for path in plan.paths:
-            hot = self._tier.get(plan.table.io, path)
+            hot = self._tier.get(path)
             partials = hot.partials(size) if hot is not None else None
             if partials is None:
                 return None
@@ -108,7 +109,7 @@ class Reader:
         for position in sorted(range(len(plan.paths)), key=lambda i: newest[i], reverse=True):
             if symbols and len(best) == len(set(symbols)) and all(b[0] > newest[position] for b in best.values()):
                 break
-            hot = self._tier.get(plan.table.io, plan.paths[position])
+            hot = self._tier.get(plan.paths[position])
             if hot is None:
                 cold.append(plan.paths[position])
                 continue
@@ -149,18 +150,19 @@ class Reader:
         return result
 
 
-def where(symbols: list[str] | None, start: dt.datetime | None, end: dt.datetime | None) -> tuple[str, list[object]]:
-    """A parameterised WHERE over symbol and ts: user values are bound, never spliced."""
+def where(symbols: list[str] | None, start: dt.datetime | None, end: dt.datetime | None,
+          time_column: str = "ts") -> tuple[str, list[object]]:
+    """A parameterised WHERE over symbol and time: user values are bound, never spliced."""
     clauses: list[str] = ["TRUE"]
     params: list[object] = []
     if symbols:
         clauses.append(f"symbol IN ({', '.join('?' for _ in symbols)})")
         params.extend(symbols)
     if start is not None:
-        clauses.append("ts >= ?")
+        clauses.append(f"{time_column} >= ?")
         params.append(start)
     if end is not None:
-        clauses.append("ts < ?")
+        clauses.append(f"{time_column} < ?")
         params.append(end)
     return " AND ".join(clauses), params
 

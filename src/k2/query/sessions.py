@@ -13,6 +13,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from k2.arrow_util import numpy_of
+
 KNOWN_EXCHANGE_TIMEZONES = {
     "ASX": "Australia/Sydney", "XASX": "Australia/Sydney", "CHIA": "Australia/Sydney",
     "NYSE": "America/New_York", "XNYS": "America/New_York", "NASDAQ": "America/New_York", "XNAS": "America/New_York",
@@ -52,6 +54,6 @@ def session_days(micros: npt.NDArray[np.int64], zones: npt.NDArray[np.object_]) 
     for zone in set(zones.tolist()):
         mask = zones == zone
         instants = pa.array(micros[mask], pa.int64()).cast(pa.timestamp("us", tz=zone))
-        local = pc.local_timestamp(instants).cast(pa.int64()).to_numpy()
+        local = numpy_of(pc.local_timestamp(instants).cast(pa.int64()))
         days[mask] = np.floor_divide(local, 86_400_000_000)
     return days

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyiceberg.io import FileIO
 
 from k2.arrow_util import micros, symbol_runs
-from k2.lake.layout import SORT_COLUMNS
-from k2.query.aggregate import MINUTE_US, Partials, coarsen, minute_partials
+from k2.lake.fileio import open_input
+from k2.lake.partials import MINUTE_US, Partials, coarsen, minute_partials
+from k2.schemas import SORT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class HotTier:
     def used_bytes(self) -> int:
         return self._used
 
-    def get(self, io: FileIO, path: str, size_hint: int | None = None) -> HotFile | None:
+    def get(self, path: str, size_hint: int | None = None) -> HotFile | None:
         """The decoded file, loading it if it fits the budget; None when it never could (read it elsewhere)."""
         with self._lock:
             hot = self._files.get(path)
@@ -130,8 +130,8 @@ class HotTier:
                 return hot
         if self._budget <= 0 or (size_hint is not None and size_hint > self._budget):
             return None
-        with io.new_input(path).open() as stream:
-            hot = prepare(pq.read_table(stream))
+        with open_input(path) as stream:
+            hot = prepare(pq.ParquetFile(stream).read())
         with self._lock:
             self.misses += 1
             if hot.nbytes > self._budget:
@@ -144,7 +144,7 @@ class HotTier:
                 self._used -= dropped.nbytes
         return hot
 
-    def warm(self, io: FileIO, paths: list[str]) -> None:
+    def warm(self, paths: list[str]) -> None:
         """Load the files of `paths` not in the tier yet, several at once (Parquet decoding releases the GIL):
         the first query on a symbol-day waits for its slowest file, not for the sum of them."""
         if self._budget <= 0:
@@ -153,8 +153,13 @@ class HotTier:
             missing = [p for p in paths if p not in self._files]
         if len(missing) < 2:
             return
-        for _ in _loader().map(lambda path: self.get(io, path), missing):
+        for _ in _loader().map(self.get, missing):
             pass
+
+    def holds(self, paths: list[str]) -> bool:
+        """Every one of `paths` is decoded in the tier (a query over them reads no file)."""
+        with self._lock:
+            return all(path in self._files for path in paths)
 
     def files(self) -> list[HotFile]:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Avro schemas are the single source of truth: the Iceberg and Arrow schemas are derived from them."""
+"""Avro schemas are the single source of truth: the Iceberg (schemas/iceberg.py) and Arrow schemas are derived
+from them."""
 
 from __future__ import annotations
 
@@ -10,19 +11,11 @@ from importlib import resources
 from typing import Any
 
 import pyarrow as pa
-from pyiceberg.schema import Schema
-from pyiceberg.types import (
-    DateType,
-    DecimalType,
-    IcebergType,
-    IntegerType,
-    LongType,
-    NestedField,
-    StringType,
-    TimestamptzType,
-)
 
 AvroSchema = dict[str, Any]
+
+# Rows are sorted this way before every write, and compaction keeps it: one symbol's ticks are contiguous.
+SORT_COLUMNS = ("symbol", "ts", "sequence")
 
 
 class Dataset(StrEnum):
@@ -127,32 +120,30 @@ def _resolve(avro_type: Any, named: dict[str, AvroSchema], namespace: str) -> An
     return avro_type
 
 
-def _iceberg_type(info: FieldInfo) -> IcebergType:
+def _arrow_type(info: FieldInfo) -> pa.DataType:
     match info.kind:
         case "string" | "enum":
-            return StringType()
+            return pa.large_string()
         case "long":
-            return LongType()
+            return pa.int64()
         case "int":
-            return IntegerType()
+            return pa.int32()
         case "timestamp":
-            return TimestamptzType()
+            return pa.timestamp("us", tz="UTC")
         case "date":
-            return DateType()
+            return pa.date32()
         case "decimal":
-            return DecimalType(info.precision, info.scale)
-    raise ValueError(f"no Iceberg type for {info}")
+            return pa.decimal128(info.precision, info.scale)
+    raise ValueError(f"no Arrow type for {info}")
 
 
-def iceberg_schema(dataset: Dataset, version: int | None = None) -> Schema:
-    """The Iceberg schema derived from the dataset's Avro schema (field ids in declaration order)."""
-    fields = [
-        NestedField(i, info.name, _iceberg_type(info), required=not info.nullable, doc=info.doc or None)
-        for i, info in enumerate(field_infos(avro_schema(dataset, version)), start=1)
-    ]
-    return Schema(*fields)
-
-
+@cache
 def arrow_schema(dataset: Dataset) -> pa.Schema:
-    """The Arrow schema rows of a dataset have on their way into the lake."""
-    return iceberg_schema(dataset).as_arrow()
+    """The Arrow schema rows of a dataset have on their way into and out of the lake: the types, nullability and
+    field ids (`PARQUET:field_id`, declaration order) the Iceberg schema gives, without importing pyiceberg."""
+    fields = []
+    for field_id, info in enumerate(field_infos(avro_schema(dataset)), start=1):
+        metadata = ({"doc": info.doc} if info.doc else {}) | {"PARQUET:field_id": str(field_id)}
+        fields.append(pa.field(info.name, _arrow_type(info), nullable=info.nullable, metadata=metadata))
+    return pa.schema(fields)
+
