@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from query import build_k2, make_data
 
-FLOOR = "import numpy, pyarrow, pyarrow.compute, duckdb, pydantic_settings, typer"  # what a query cannot avoid
+FLOOR = "import numpy, pyarrow, pyarrow.compute, pydantic, typer, rich.console"  # what a query cannot avoid
 PROBE = ("import atexit, sys; atexit.register(lambda: print('HEAVY', ','.join(sorted({m.split('.')[0] for m in "
          "sys.modules} & {'pyiceberg', 'sqlalchemy', 'pandas'})) or '-', file=sys.stderr))\n")
 
@@ -54,7 +54,7 @@ def main() -> None:
         day = ["--start", "2026-01-05", "--end", "2026-01-06"]
         rows: list[tuple[str, list[str]]] = [
             ("python -c pass (baseline)", [sys.executable, "-c", PROBE]),
-            ("import numpy, pyarrow, duckdb, pydantic_settings, typer (floor)", [sys.executable, "-c", PROBE + FLOOR]),
+            ("import numpy, pyarrow, pydantic, typer, rich (floor)", [sys.executable, "-c", PROBE + FLOOR]),
             ("k2 --help", k2_probe(["--help"])),
             ("k2 query bars -s S000 <day> -i 1h", k2_probe(["query", "bars", "-s", "S000", *day, "-i", "1h"])),
             ("k2 query trades -s S000 <day> --limit 20", k2_probe(["query", "trades", "-s", "S000", *day,

@@ -1,14 +1,17 @@
-"""One typed settings object for all of K2; every field can be set with an env var `K2_<FIELD>`."""
+"""One typed settings object for all of K2; every field can be set with an env var `K2_<FIELD>`.
+
+A pydantic model that reads its own `K2_*` variables (explicit values win over the environment): pydantic-settings
+did the same for ~70-90 ms more start-up (it imports asyncio and pydantic's dataclasses), which every `k2`
+command paid (docs/benchmarks.md, CLI start-up)."""
 
 from __future__ import annotations
 
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from k2.errors import ConfigError
 from k2.faults import parse_crash_spec
@@ -16,10 +19,23 @@ from k2.faults import parse_crash_spec
 BrokerKind = Literal["tansu", "noida"]
 
 
-class Settings(BaseSettings):
+ENV_PREFIX = "K2_"
+
+
+class Settings(BaseModel):
     """K2 configuration. Defaults give the embedded profile: local broker, SQLite catalog, local warehouse."""
 
-    model_config = SettingsConfigDict(env_prefix="K2_", extra="ignore")
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment(cls, data: Any) -> Any:
+        """`K2_<FIELD>` variables (any case) under the explicitly given values."""
+        if not isinstance(data, dict):
+            return data
+        wanted = {f"{ENV_PREFIX}{name}".upper(): name for name in cls.model_fields}
+        found = {wanted[key.upper()]: value for key, value in os.environ.items() if key.upper() in wanted}
+        return {**found, **data}
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "WARNING", description="Log level of K2's own messages on stderr (INFO shows assignments, DEBUG every commit)."

@@ -8,13 +8,15 @@ import json
 import sys
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
 from k2.errors import OutputError
+
+if TYPE_CHECKING:  # every command imports this module; only those that print rows need pyarrow (~0.15 s)
+    import pyarrow as pa
 
 console = Console(stderr=True)
 TABLE_ROWS = 100  # rows the table view shows unless --limit asks for more
@@ -54,6 +56,8 @@ def render(
         _write_parquet(table)
         return
     if fmt is OutputFormat.CSV:
+        import pyarrow.csv as pacsv
+
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer)
         sys.stdout.write(buffer.getvalue().decode())
@@ -63,10 +67,12 @@ def render(
             sys.stdout.write(json.dumps({k: _json_value(v) for k, v in row.items()}))
             sys.stdout.write("\n")
         return
+    from pyarrow import types as pa_types
+
     out = Table(title=title, show_lines=False)
     for name in table.column_names:
-        out.add_column(name, justify="right" if pa.types.is_integer(table.schema.field(name).type)
-                       or pa.types.is_decimal(table.schema.field(name).type) else "left")
+        out.add_column(name, justify="right" if pa_types.is_integer(table.schema.field(name).type)
+                       or pa_types.is_decimal(table.schema.field(name).type) else "left")
     for row in table.slice(0, max_rows).to_pylist():
         out.add_row(*(_cell(v) for v in row.values()))
     (Console() if sys.stdout.isatty() else Console(width=160)).print(out)

@@ -19,12 +19,13 @@ to be unchanged since it was read, and the loser starts over from the new covere
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError
 from pyiceberg.manifest import DataFile, ManifestEntryStatus
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -83,6 +84,8 @@ class _Superseded(Exception):
 def ensure_bars_table(catalog: Catalog, settings: Settings) -> Table:
     identifier = (settings.namespace, BARS_TABLE)
     minute, symbol = BARS_SCHEMA.find_field("minute").field_id, BARS_SCHEMA.find_field("symbol").field_id
+    with contextlib.suppress(NamespaceAlreadyExistsError):
+        catalog.create_namespace(settings.namespace)
     try:
         return catalog.create_table_if_not_exists(
             identifier, schema=BARS_SCHEMA,

@@ -10,11 +10,10 @@ import contextlib
 import datetime as dt
 import difflib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,14 +25,19 @@ from k2.lake.partials import MINUTE_US, Partials, raw_partials
 from k2.query.adjust import Adjust, adjust_bars
 from k2.query.aggregate import Rolled, micros_array, partial_step, price_array, roll_up
 from k2.query.asof import asof_join
+from k2.query.duck import Duck
 from k2.query.plan import Plan, Planner, to_micros
 from k2.query.reader import Reader, conform, where
 from k2.query.sessions import Zones, session_days
-from k2.query.sql import VIEWS, SqlResult, run_sql
 from k2.query.stored import stored_partials
 from k2.query.tier import HotTier
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from k2.query.sql import SqlResult
 
 _INTERVAL = re.compile(r"^(\d{1,9})\s*(s|sec|m|min|h|hour|d|day)$")
 _UNITS = {"s": "second", "sec": "second", "m": "minute", "min": "minute", "h": "hour", "hour": "hour",
@@ -108,13 +112,12 @@ class QueryEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        # one database; every query runs on its own cursor (registrations stay local to it; threads may share the
-        # engine: the API serves requests concurrently)
-        self._con = duckdb.connect()
-        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        # one database, opened on first use; every query runs on its own cursor (registrations stay local to it;
+        # threads may share the engine: the API serves requests concurrently)
+        self._duck = Duck()
         self._planner = Planner(settings)  # reads the catalog and metadata without pyiceberg (lake/metadata.py)
         self._tier = HotTier(settings.query_cache_mb * 1024 * 1024)
-        self._reader = Reader(self._tier, self._con)
+        self._reader = Reader(self._tier, self._duck)
 
     @property
     def settings(self) -> Settings:
@@ -129,7 +132,7 @@ class QueryEngine:
         return self._tier
 
     def close(self) -> None:
-        self._con.close()
+        self._duck.close()
         self._tier.clear()
 
     def table(self, dataset: Dataset) -> TableState | None:
@@ -178,6 +181,8 @@ class QueryEngine:
     def sql(self, text: str, max_rows: int | None = None, timeout_seconds: float | None = None) -> SqlResult:
         """One read-only SELECT over the views trades, quotes, reference and corporate_actions (current
         snapshots), with a row cap and a time limit (see query/sql.py)."""
+        from k2.query.sql import VIEWS, run_sql  # DuckDB's parser: imported by the queries that need it
+
         files = {}
         for dataset in VIEWS.values():
             plan = self._plan(dataset, None, TimeRange(), None)
@@ -320,13 +325,8 @@ class QueryEngine:
             extra = [local, *where_params] if local else []
             return con.execute(sql, [*params, *extra]).to_arrow_table()
 
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cursor = self._con.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+    def _cursor(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return self._duck.cursor()
 
     def _rolled(self, symbols: list[str] | None, span: TimeRange, step_us: int | None, snapshot_id: int | None,
                 as_of: dt.datetime | None) -> Rolled | None:
@@ -345,8 +345,7 @@ class QueryEngine:
         if partial_step(step_us, start_us, end_us) is None:
             return None
         if not self._tier.holds(plan.paths):
-            with self._cursor() as con:
-                stored = stored_partials(self._planner, con, plan, symbols, span.start, span.end)
+            stored = stored_partials(self._planner, plan, symbols, span.start, span.end)
             if stored is not None:
                 return stored
         return self._reader.partials(plan, symbols, span.start, span.end, step_us)

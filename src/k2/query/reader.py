@@ -7,11 +7,9 @@ ranges do not overlap (the usual case: each commit covers later ticks), sorted o
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,14 +17,15 @@ import pyarrow.compute as pc
 from k2.arrow_util import symbol_runs
 from k2.lake.partials import Partials
 from k2.query.aggregate import partial_step
+from k2.query.duck import Duck
 from k2.query.plan import Plan, to_micros
 from k2.query.tier import HotTier
 
 
 class Reader:
-    def __init__(self, tier: HotTier, connection: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, tier: HotTier, duck: Duck) -> None:
         self._tier = tier
-        self._con = connection
+        self._duck = duck
 
     def read(
         self, plan: Plan, schema: pa.Schema, symbols: list[str] | None, start: dt.datetime | None,
@@ -126,7 +125,7 @@ class Reader:
             sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                    f"WHERE {clauses} "
                    "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1")
-            with contextlib.closing(self._con.cursor()) as con:
+            with self._duck.cursor() as con:
                 rows = con.execute(sql, [[p.removeprefix("file://") for p in cold], *params]).to_arrow_table()
             found.append(conform(rows, schema))
         found = [f for f in found if f.num_rows]
@@ -145,7 +144,7 @@ class Reader:
         sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                f"WHERE {clauses} ORDER BY symbol, ts, sequence")
         local = [p.removeprefix("file://") for p in paths]
-        with contextlib.closing(self._con.cursor()) as con:  # a cursor per query: threads may share the engine
+        with self._duck.cursor() as con:  # a cursor per query: threads may share the engine
             result: pa.Table = con.execute(sql, [local, *params]).to_arrow_table()
         return result
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from k2.lake.fileio import open_input
 from k2.lake.metadata import BARS_TABLE, bars_snapshot_for
 from k2.lake.partials import Partials, from_arrow
-from k2.query.plan import Plan, Planner
-from k2.query.reader import where
+from k2.query.plan import Plan, Planner, to_micros
 
 
 def stored_partials(
-    planner: Planner, con: duckdb.DuckDBPyConnection, trades: Plan, symbols: list[str] | None,
-    start: dt.datetime | None, end: dt.datetime | None,
+    planner: Planner, trades: Plan, symbols: list[str] | None, start: dt.datetime | None, end: dt.datetime | None,
 ) -> Partials | None:
     """Minute partials of `symbols` in [start, end) (on minute boundaries) as of the plan's trades snapshot;
     None when the bar table does not cover that snapshot."""
@@ -35,9 +35,9 @@ def stored_partials(
     plan = planner.plan(BARS_TABLE, symbols, start, end, snapshot_id=covering)
     if not plan.paths:
         return Partials.empty()
-    clauses, params = where(symbols, start, end, time_column="minute")
-    rows = con.execute(
-        f"SELECT * FROM read_parquet(?, hive_partitioning = false) WHERE {clauses}",
-        [[p.removeprefix("file://") for p in plan.paths], *params],
-    ).to_arrow_table()
-    return from_arrow(rows)
+    tables = []
+    for path in plan.paths:  # small files (a few hundred rows per symbol-day): read whole, selected in numpy
+        with open_input(path) as stream:
+            tables.append(pq.ParquetFile(stream).read())
+    partials = from_arrow(pa.concat_tables(tables))
+    return partials.select(symbols, to_micros(start) if start else None, to_micros(end) if end else None)
