@@ -28,7 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "lake": BASE,
     "ingest": BASE | {"codec", "registry", "kafka", "lake", "sources"},
     "query": BASE | {"lake"},
-    "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "data", "runtime"},
+    "replay": BASE | {"lake", "query", "kafka", "registry"},
+    "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "replay", "data", "runtime"},
 }
 
 

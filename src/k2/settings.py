@@ -117,6 +117,11 @@ class Settings(BaseModel):
     query_sql_max_rows: int = Field(1_000_000, ge=1, description="Rows `k2 query sql` returns at most.")
     query_sql_timeout_seconds: float = Field(30.0, gt=0, description="`k2 query sql` stops a query after this.")
 
+    # Replay
+    replay_memory_mb: int = Field(
+        1024, ge=64, description="Memory a replay may use to sort one day of events (more spills to a temp file)."
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from k2.arrow_util import decimal_from_unscaled, micros, numpy_of, unscaled_from_decimal
 from k2.errors import QueryError
@@ -51,9 +52,10 @@ def ratio_factor(ratio: str) -> Fraction:
 def adjust_bars(
     bars: pa.Table, actions: pa.Table, mode: Adjust, zone_of: Callable[[str], str],
     close_before: Callable[[str, dt.datetime], Decimal | None], time_column: str = "bar_start",
-    step_us: int = 0,
+    step_us: int = 0, price_columns: tuple[str, ...] = PRICE_COLUMNS, volume_columns: tuple[str, ...] = ("volume",),
 ) -> pa.Table:
-    """`bars` (symbol, a start time of bars of `step_us`, or a session date; prices, volume) back-adjusted."""
+    """`bars` (symbol, a start time of bars of `step_us`, or a session date; prices, volume) back-adjusted. Ticks
+    are bars of one µs: a tick is adjusted for an action when its ts is before the action's instant."""
     if mode is Adjust.NONE or bars.num_rows == 0 or actions.num_rows == 0:
         return bars
     price_factor = np.ones(bars.num_rows)
@@ -68,13 +70,19 @@ def adjust_bars(
             price_factor[before] *= price
             volume_factor[before] *= volume
     columns = {name: bars.column(name) for name in bars.column_names}
-    for name in PRICE_COLUMNS:
+    for name in price_columns:
         if name in columns:
-            unscaled = unscaled_from_decimal(columns[name].combine_chunks())
-            columns[name] = decimal_from_unscaled(np.rint(unscaled * price_factor).astype(np.int64), 18, 8)
-    if "volume" in columns:
-        volumes = numpy_of(columns["volume"])
-        columns["volume"] = pa.array(np.rint(volumes * volume_factor).astype(np.int64))
+            prices = columns[name].combine_chunks()
+            unscaled = unscaled_from_decimal(prices)
+            valid = numpy_of(prices.is_valid())
+            columns[name] = decimal_from_unscaled(np.rint(unscaled * price_factor).astype(np.int64), 18, 8, valid)
+    for name in volume_columns:
+        if name not in columns:
+            continue
+        volumes = columns[name].combine_chunks()
+        valid = volumes.is_valid()
+        scaled = np.rint(numpy_of(volumes.fill_null(0)) * volume_factor).astype(np.int64)
+        columns[name] = pa.array(scaled, pa.int64(), mask=numpy_of(pc.invert(valid)))
     return pa.table(columns, schema=bars.schema)
 
 

@@ -22,14 +22,14 @@ from k2.errors import QueryError, UnknownSymbolError
 from k2.lake.metadata import TableState
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.partials import MINUTE_US, Partials, raw_partials
-from k2.query.adjust import Adjust, adjust_bars
+from k2.query.adjust import PRICE_COLUMNS, Adjust, adjust_bars
 from k2.query.aggregate import Rolled, micros_array, partial_step, price_array, roll_up
 from k2.query.asof import asof_join
 from k2.query.duck import Duck
 from k2.query.plan import Plan, Planner, to_micros
 from k2.query.reader import Reader, conform, where
 from k2.query.sessions import Zones, session_days
-from k2.query.stored import stored_partials
+from k2.query.stored import StoredBars
 from k2.query.tier import HotTier
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
@@ -118,6 +118,7 @@ class QueryEngine:
         self._planner = Planner(settings)  # reads the catalog and metadata without pyiceberg (lake/metadata.py)
         self._tier = HotTier(settings.query_cache_mb * 1024 * 1024)
         self._reader = Reader(self._tier, self._duck)
+        self._stored = StoredBars(self._planner)
 
     @property
     def settings(self) -> Settings:
@@ -258,9 +259,13 @@ class QueryEngine:
         bar, VWAP is exact (integer arithmetic, rounded half to even at 8 decimals). `adjust` back-adjusts
         prices and volumes for splits (and cash dividends) from the corporate actions (query/adjust.py)."""
         bars = self._bars(symbols, interval, span, snapshot_id, as_of)
-        return self._adjusted(bars, adjust, "bar_start", interval_micros(interval))
+        return self.adjusted(bars, adjust, "bar_start", interval_micros(interval))
 
-    def _adjusted(self, bars: pa.Table, adjust: Adjust, time_column: str, step_us: int = 0) -> pa.Table:
+    def adjusted(
+        self, bars: pa.Table, adjust: Adjust, time_column: str, step_us: int = 0,
+        price_columns: tuple[str, ...] = PRICE_COLUMNS, volume_columns: tuple[str, ...] = ("volume",),
+    ) -> pa.Table:
+        """`bars` (or ticks: `step_us` 1 on their ts) back-adjusted for corporate actions (query/adjust.py)."""
         if adjust is Adjust.NONE or bars.num_rows == 0:
             return bars
         actions = self.reference(Dataset.CORPORATE_ACTIONS, pc.unique(bars.column("symbol")).to_pylist())
@@ -273,7 +278,7 @@ class QueryEngine:
             return found.column("price")[0].as_py() if found.num_rows else None
 
         return adjust_bars(bars, actions, adjust, lambda s: zones.zone(exchange_of.get(s, ""), s), close_before,
-                           time_column, step_us)
+                           time_column, step_us, price_columns, volume_columns)
 
     def _bars(
         self, symbols: list[str] | None, interval: str, span: TimeRange | None, snapshot_id: int | None,
@@ -345,7 +350,7 @@ class QueryEngine:
         if partial_step(step_us, start_us, end_us) is None:
             return None
         if not self._tier.holds(plan.paths):
-            stored = stored_partials(self._planner, plan, symbols, span.start, span.end)
+            stored = self._stored.partials(plan, symbols, span.start, span.end, step_us)
             if stored is not None:
                 return stored
         return self._reader.partials(plan, symbols, span.start, span.end, step_us)
@@ -409,7 +414,7 @@ class QueryEngine:
         if rolled is None:
             raise QueryError("the day's value sum does not fit 64-bit integers; narrow the query")
         used = dict(zip(partials.symbol.tolist(), zone.tolist(), strict=True))
-        return self._adjusted(pa.table({
+        return self.adjusted(pa.table({
             "exchange": pa.array(rolled.exchange, pa.string()), "symbol": pa.array(rolled.symbol, pa.string()),
             "session_date": pa.array(rolled.bar_start.astype("datetime64[D]"), pa.date32()),
             "timezone": pa.array([used[s] for s in rolled.symbol.tolist()], pa.string()),

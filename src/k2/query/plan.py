@@ -39,6 +39,7 @@ class Plan:
     snapshot_id: int | None
     paths: list[str]
     newest: list[int] = field(default_factory=list)  # per path: the upper bound of its ts (µs), when known
+    oldest: list[int] = field(default_factory=list)  # per path: the lower bound of its ts (µs), when known
 
 
 @dataclass
@@ -107,7 +108,8 @@ class Planner:
             mask &= files.ts_low < to_micros(end)
         if symbols:
             mask &= _may_hold(files, symbols)
-        return Plan(state, snapshot.snapshot_id, files.paths[mask].tolist(), files.ts_high[mask].tolist())
+        return Plan(state, snapshot.snapshot_id, files.paths[mask].tolist(), files.ts_high[mask].tolist(),
+                    files.ts_low[mask].tolist())
 
     def _files(self, known: _Known, snapshot: SnapshotInfo) -> DataFiles:
         with self._lock:  # decoding is once per manifest; the caches are not thread-safe on their own
