@@ -6,6 +6,7 @@ compaction), paced without ever running early, adjustable for splits, and republ
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import shutil
 import subprocess
@@ -92,7 +93,7 @@ def _strictly_ordered(keys: pa.Table) -> bool:
     """Every key is greater than the one before it, in (ts, sequence, rank, exchange, symbol) order."""
     columns = [keys.column(c).to_pylist() for c in ORDER_COLUMNS]
     rows = list(zip(*columns, strict=True))
-    return all(a < b for a, b in zip(rows, rows[1:], strict=False))
+    return all(a < b for a, b in itertools.pairwise(rows))
 
 
 def test_the_stream_is_complete_and_strictly_ordered(lake: tuple[Settings, pa.Table, pa.Table]) -> None:
@@ -154,7 +155,7 @@ def test_resuming_from_a_cursor_gives_exactly_the_rest(lake: tuple[Settings, pa.
 
 
 def test_a_pinned_replay_is_identical_after_an_append_and_a_compaction(tmp_path: Path) -> None:
-    settings, trades, _ = _build(tmp_path / "home")
+    settings, _trades, _ = _build(tmp_path / "home")
     pinned = Replay(settings).cursor.token()  # the current snapshots, nothing emitted yet
     before = pa.Table.from_batches(list(Replay(settings, cursor=pinned).batches()))
     later = generate_trades(DAYS[1], ["AAA", "ZZZ"], 1_500, seed=99)
@@ -207,7 +208,7 @@ def test_pause_holds_the_stream_and_resume_continues_it(lake: tuple[Settings, pa
 
 
 def test_an_adjusted_replay_scales_prices_before_a_split(tmp_path: Path) -> None:
-    settings, trades, _ = _build(tmp_path / "home")
+    settings, _trades, _ = _build(tmp_path / "home")
     schema = arrow_schema(Dataset.CORPORATE_ACTIONS)
     schema = schema.remove(schema.get_field_index("ingest_ts"))
     _land(settings, Dataset.CORPORATE_ACTIONS, pa.Table.from_pylist(
