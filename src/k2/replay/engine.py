@@ -29,6 +29,8 @@ from k2.replay.source import MergedSource
 from k2.schemas import Dataset
 from k2.settings import Settings
 
+__all__ = ["Cursor", "Replay", "ReplayRequest"]
+
 REPLAYABLE = (Dataset.TRADES, Dataset.QUOTES)
 
 

@@ -37,13 +37,22 @@ class MergedSource:
         self._planner = planner
         self._request = request
         self._batch_rows = batch_rows
-        self._con = duckdb.connect(config={
-            "memory_limit": f"{memory_mb}MB", "temp_directory": tempfile.gettempdir(),
-        })
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._memory_mb = memory_mb
+        self._connection: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        if self._connection is None:
+            self._connection = duckdb.connect(config={
+                "memory_limit": f"{self._memory_mb}MB", "temp_directory": tempfile.gettempdir(),
+            })
+            self._connection.execute("SET TimeZone = 'UTC'")
+        return self._connection
 
     def close(self) -> None:
-        self._con.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def days(self) -> list[int]:
         """The UTC days (µs of their midnight) that hold planned files, in order."""
