@@ -53,6 +53,8 @@ def replay(
     skip_gaps: Annotated[str | None, typer.Option(
         help="Skip quiet stretches longer than this (30m, 1h, 1d): nights and weekends pass at once.")] = None,
     as_of: AsOfOption = None,
+    trades_snapshot: Annotated[int | None, typer.Option(help="Pin trades to this snapshot id (k2 snapshots).")] = None,
+    quotes_snapshot: Annotated[int | None, typer.Option(help="Pin quotes to this snapshot id.")] = None,
     resume: Annotated[str | None, typer.Option(
         help="A cursor printed by an earlier replay: continue right after its last event, on its snapshots.")] = None,
     adjust: Annotated[str, typer.Option(help="none, splits or all (splits and dividends).")] = "none",
@@ -74,11 +76,14 @@ def replay(
     settings = settings_for(home)
     settings.existing_home()
     chosen = tuple(Dataset(_dataset(d)) for d in datasets.split(",") if d.strip())
-    if resume is not None and (symbol or start or end or as_of):
-        raise InputError("--resume continues the replay its cursor came from: leave out --symbol/--start/--end/--as-of")
+    pins = {d: s for d, s in ((Dataset.TRADES, trades_snapshot), (Dataset.QUOTES, quotes_snapshot)) if s is not None}
+    if resume is not None and (symbol or start or end or as_of or pins):
+        raise InputError("--resume continues the replay its cursor came from (same symbols, window and snapshots): "
+                         "leave out --symbol/--start/--end/--as-of/--*-snapshot")
     request = None if resume else ReplayRequest(
         datasets=chosen, symbols=tuple(s.strip() for s in symbol.split(",")) if symbol else None,
         start=parse_time(start, "--start"), end=parse_time(end, "--end"), adjust=Adjust(adjust).value,
+        snapshots=dict(pins),
     )
     session = Replay(settings, request, resume, _speed(speed), _gap(skip_gaps), parse_time(as_of, "--as-of"),
                      limit=limit)

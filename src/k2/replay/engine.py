@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
@@ -111,6 +111,21 @@ class Replay:
                     return
         finally:
             self._source.close()
+
+    def run(self, on_event: Callable[[dict[str, object]], object] | None = None,
+            on_batch: Callable[[pa.RecordBatch], object] | None = None) -> int:
+        """Drive the replay into a callback (per event, or per Arrow batch: faster); returns the events handed
+        out. A callback may call `pause()`, `stop()`, or read `cursor` at any time."""
+        if (on_event is None) == (on_batch is None):
+            raise QueryError("give one callback: on_event or on_batch")
+        if on_batch is not None:
+            for batch in self.batches():
+                on_batch(batch)
+        else:
+            assert on_event is not None
+            for event in self.events():
+                on_event(event)
+        return self.events_out
 
     def _within_limit(self, piece: pa.RecordBatch) -> pa.RecordBatch:
         if self._limit is None or self.events_out + piece.num_rows <= self._limit:
