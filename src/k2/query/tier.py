@@ -63,8 +63,20 @@ class HotFile:
         return low, max(low, high)
 
 
+# string columns decoded as dictionaries (Parquet's own dictionary pages, no string per row): a file decodes ~3x
+# faster, which is what the first query on a symbol-day waits for; rows leave the tier as plain strings
+# (reader.conform casts the slices a query returns), and symbol and exchange are made plain here (the tier
+# compares and searches them)
+DICTIONARY_COLUMNS = ["exchange", "symbol", "side", "trade_id", "conditions", "venue"]
+_PLAIN = ("exchange", "symbol")
+
+
 def prepare(table: pa.Table) -> HotFile:
     """Sort by (symbol, ts, sequence) unless it already is, and index the symbol ranges."""
+    for name in _PLAIN:
+        if name in table.column_names and pa.types.is_dictionary(table.schema.field(name).type):
+            column = table.column(name)
+            table = table.set_column(table.column_names.index(name), name, column.cast(column.type.value_type))
     if not _is_sorted(table):
         table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS if c in table.column_names])
     table = table.combine_chunks()
@@ -131,7 +143,10 @@ class HotTier:
         if self._budget <= 0 or (size_hint is not None and size_hint > self._budget):
             return None
         with open_input(path) as stream:
-            hot = prepare(pq.ParquetFile(stream).read())
+            footer = pq.ParquetFile(stream)
+            names = set(footer.schema_arrow.names)
+            dictionary = [c for c in DICTIONARY_COLUMNS if c in names]
+            hot = prepare(pq.ParquetFile(stream, metadata=footer.metadata, read_dictionary=dictionary).read())
         with self._lock:
             self.misses += 1
             if hot.nbytes > self._budget:
