@@ -29,7 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": BASE | {"codec", "registry", "kafka", "lake", "sources"},
     "query": BASE | {"lake"},
     "replay": BASE | {"lake", "query", "kafka", "registry"},
-    "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "replay", "data", "runtime"},
+    "api": BASE | {"lake", "query", "replay", "kafka"},
+    "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "replay", "api", "data",
+            "runtime"},
 }
 
 

@@ -117,6 +117,15 @@ class Settings(BaseModel):
     query_sql_max_rows: int = Field(1_000_000, ge=1, description="Rows `k2 query sql` returns at most.")
     query_sql_timeout_seconds: float = Field(30.0, gt=0, description="`k2 query sql` stops a query after this.")
 
+    # API (`k2 serve`)
+    api_host: str = Field("127.0.0.1", description="Address `k2 serve` binds (loopback by default).")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of `k2 serve`.")
+    api_workers: int = Field(1, ge=1, description="Worker processes of `k2 serve`.")
+    api_cors_origins: str = Field("", description="Origins allowed by CORS, comma-separated (none by default).")
+    api_max_range_days: float = Field(
+        31.0, gt=0, description="Widest start-to-end window of a tick or as-of request (page through longer ones)."
+    )
+
     # Replay
     replay_memory_mb: int = Field(
         1024, ge=64, description="Memory a replay may use to sort one day of events (more spills to a temp file)."

@@ -13,7 +13,7 @@ from types import FrameType
 import typer
 from pydantic import ValidationError
 
-from k2.cli import broker, demo, dlq, ingest, lake, load, query, registry, replay
+from k2.cli import broker, demo, dlq, ingest, lake, load, query, registry, replay, serve
 from k2.cli.output import console
 from k2.errors import K2Error
 from k2.obs.logs import configure_logging
@@ -33,6 +33,7 @@ app.add_typer(query.app, name="query")
 app.command()(query.quality)
 app.command("snapshots")(query.query_snapshots)
 app.command()(replay.replay)
+app.command()(serve.serve)
 app.command()(lake.rollback)
 app.command()(lake.maintain)
 app.add_typer(dlq.app, name="dlq")

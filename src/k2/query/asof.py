@@ -10,9 +10,16 @@ import numpy as np
 import pyarrow as pa
 
 from k2.arrow_util import micros, symbol_runs
+from k2.schemas import Dataset, arrow_schema
 
 QUOTE_COLUMNS = ("ts", "bid_price", "ask_price", "bid_size", "ask_size")
 _RENAMED = {"ts": "quote_ts"}
+# what asof_join returns: every trade column, then the prevailing quote's (null before the symbol's first quote)
+ASOF_SCHEMA = pa.schema([
+    *arrow_schema(Dataset.TRADES),
+    *[arrow_schema(Dataset.QUOTES).field(name).with_name(_RENAMED.get(name, name)).with_nullable(True)
+      for name in QUOTE_COLUMNS],
+])
 
 
 def asof_join(trades: pa.Table, quotes: pa.Table, prior: pa.Table | None = None) -> pa.Table:

@@ -1,0 +1,48 @@
+"""The FastAPI application: `/v1` routes over one QueryEngine per process, health, metrics, one error body.
+
+Routes are plain `def` functions: FastAPI runs them in its thread pool, so blocking DuckDB and Arrow work never
+stalls the event loop; the engine is thread-safe (a DuckDB cursor per query, locked caches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from k2.api import errors
+from k2.api.routes import analytics, health, lake, stream, ticks
+from k2.query.engine import QueryEngine
+from k2.settings import Settings, get_settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = QueryEngine(settings)
+        yield
+        app.state.engine.close()
+
+    app = FastAPI(
+        title="K2 market data API", version="1", lifespan=lifespan,
+        description="Trades, quotes, bars, VWAP, as-of joins, time travel and replay over K2's Iceberg lake. "
+        "Every error has the body {\"error\": {\"code\", \"message\", \"details\"}}. Tables come as JSON, or as "
+        "Arrow IPC (Accept: application/vnd.apache.arrow.stream) or Parquet (Accept: application/vnd.apache.parquet).",
+    )
+    errors.install(app)
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"],
+                           allow_headers=["*"], expose_headers=["K2-Next-Cursor"])
+    for router in (ticks.router, analytics.router, lake.router, stream.router):
+        app.include_router(router, prefix="/v1")
+    app.include_router(health.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The application of a `k2 serve` worker process: settings from its `K2_*` environment."""
+    return create_app(get_settings())

@@ -1,0 +1,61 @@
+"""Response models, derived from the Arrow schemas (themselves derived from the Avro schemas: schema-first), so
+that the OpenAPI document and the JSON bodies always match what the engine returns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, create_model
+
+
+def _python_type(kind: pa.DataType) -> Any:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+        return str
+    if pa.types.is_integer(kind):
+        return int
+    if pa.types.is_floating(kind):
+        return float
+    if pa.types.is_decimal(kind):
+        return Decimal
+    if pa.types.is_timestamp(kind):
+        return dt.datetime
+    if pa.types.is_date(kind):
+        return dt.date
+    if pa.types.is_boolean(kind):
+        return bool
+    raise TypeError(f"no JSON type for {kind}")
+
+
+@cache
+def row_model(name: str, schema: pa.Schema) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for field in schema:
+        kind = _python_type(field.type)
+        fields[field.name] = (kind | None, None) if field.nullable else (kind, ...)
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+@cache
+def page_model(name: str, schema: pa.Schema) -> type[BaseModel]:
+    """{"data": [rows], "next_cursor": token or null}."""
+    row = row_model(name, schema)
+    return create_model(f"{name}Page", data=(list[row], ...), next_cursor=(str | None, None))  # type: ignore[valid-type]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

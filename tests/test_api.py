@@ -1,0 +1,210 @@
+"""The REST API over real HTTP (uvicorn on loopback) against the engine's own answers: paging returns every row once,
+errors share one body with the right status, Arrow and Parquet bodies equal the JSON ones, concurrent requests are
+safe, and the replay stream resumes from its cursor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import io
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import uvicorn
+
+from k2.api.app import create_app
+from k2.api.formats import ARROW, PARQUET
+from k2.query.engine import QueryEngine
+from k2.replay.engine import Replay, ReplayRequest
+from k2.schemas import Dataset
+from k2.settings import Settings
+from tests.test_replay import _build
+
+
+DAYS = {"start": "2026-03-01", "end": "2026-03-05"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+    settings, _, _ = _build(tmp_path_factory.mktemp("api") / "home")
+    settings = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})  # no broker: readiness says so
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", settings
+    server.should_exit = True
+    thread.join(10)
+
+
+def get(base: str, path: str, params: dict[str, Any] | None = None,
+        accept: str = "application/json") -> tuple[int, bytes, dict[str, str]]:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    request = urllib.request.Request(base + path + query, headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), dict(error.headers)
+
+
+def get_json(base: str, path: str, params: dict[str, Any] | None = None) -> tuple[int, Any]:
+    status, data, _ = get(base, path, params)
+    return status, json.loads(data)
+
+
+def test_paging_returns_every_trade_once_in_order(served: tuple[str, Settings]) -> None:
+    base, settings = served
+    expected = QueryEngine(settings).trades(["AAA", "BBB"]).column("trade_id").to_pylist()
+    params: dict[str, Any] = {"symbols": "AAA,BBB", "start": "2026-03-01", "end": "2026-03-05", "limit": 700}
+    seen, pages = [], 0
+    while True:
+        status, page = get_json(base, "/v1/trades", params)
+        assert status == 200, page
+        seen += [row["trade_id"] for row in page["data"]]
+        pages += 1
+        if page["next_cursor"] is None:
+            break
+        params["page_token"] = page["next_cursor"]
+    assert seen == expected and pages == -(-len(expected) // 700)
+
+
+def test_errors_share_one_body_and_status(served: tuple[str, Settings]) -> None:
+    base, _ = served
+    cases = [
+        ("/v1/bars", {"symbols": "AAX"}, 404, "unknown_symbol", "AAA"),  # suggests the close symbol
+        ("/v1/bars", {"symbols": "AAA", "interval": "7 fortnights"}, 400, "bad_query", "interval"),
+        ("/v1/trades/last", {}, 422, "invalid_request", "at"),
+        ("/v1/trades", {"start": "yesterday"}, 422, "invalid_request", "start"),
+        ("/v1/trades", {"limit": 100_000}, 422, "invalid_request", "limit"),
+        ("/v1/trades", {"start": "2026-01-01", "end": "2026-06-01"}, 400, "range_too_large", "days"),
+        ("/v1/trades", {"start": "2026-03-03", "end": "2026-03-02"}, 400, "bad_query", "not before"),
+        ("/v1/trades", {**DAYS, "page_token": "k2p1.bm9wZQ"}, 400, "bad_page_token", "next_cursor"),
+        ("/v1/trades", {**DAYS, "snapshot_id": 42}, 404, "snapshot_not_found", "snapshots"),
+        ("/v1/quotes", {"symbols": "AAA"}, 400, "range_required", "start and end"),
+        ("/v1/nothing-here", {}, 404, "not_found", ""),
+        ("/v1/replay", {"speed": "-3"}, 400, "bad_speed", "positive"),
+    ]
+    for path, params, status, code, hint in cases:
+        got, body = get_json(base, path, params)
+        assert got == status, (path, params, body)
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
+        assert body["error"]["code"] == code and hint in body["error"]["message"], (path, body)
+        assert "Traceback" not in json.dumps(body)
+
+
+def test_a_token_from_another_query_is_refused(served: tuple[str, Settings]) -> None:
+    base, _ = served
+    _, first = get_json(base, "/v1/trades", {**DAYS, "symbols": "AAA", "limit": 10})
+    status, body = get_json(base, "/v1/trades", {**DAYS, "symbols": "BBB", "limit": 10,
+                                                  "page_token": first["next_cursor"]})
+    assert status == 400 and body["error"]["code"] == "page_token_mismatch"
+
+
+def test_arrow_and_parquet_bodies_equal_the_engine(served: tuple[str, Settings]) -> None:
+    base, settings = served
+    expected = QueryEngine(settings).bars(["AAA", "CCC"], "15m")
+    params = {"symbols": "AAA,CCC", "interval": "15m"}
+    status, data, headers = get(base, "/v1/bars", params, accept=ARROW)
+    assert status == 200 and headers["content-type"] == ARROW
+    assert pa.ipc.open_stream(data).read_all().equals(expected)
+    status, data, _ = get(base, "/v1/bars", params, accept=PARQUET)
+    assert status == 200 and pq.read_table(io.BytesIO(data)).equals(expected)
+    _, body = get_json(base, "/v1/bars", params)
+    assert [row["vwap"] for row in body["data"]] == [str(v) for v in expected.column("vwap").to_pylist()]
+
+
+def test_concurrent_requests_answer_like_the_engine(served: tuple[str, Settings]) -> None:
+    base, settings = served
+    engine = QueryEngine(settings)
+    jobs = []
+    for i in range(24):
+        symbol = ["AAA", "BBB", "CCC"][i % 3]
+        if i % 3 == 0:
+            jobs.append(("/v1/bars", {"symbols": symbol, "interval": "1h"},
+                         [str(v) for v in engine.bars([symbol], "1h").column("close").to_pylist()], "close"))
+        elif i % 3 == 1:
+            at = "2026-03-03T15:00:00+00:00"
+            last = engine.last(Dataset.TRADES, [symbol], dt.datetime.fromisoformat(at))
+            jobs.append(("/v1/trades/last", {"symbols": symbol, "at": at}, last.column("trade_id").to_pylist(),
+                         "trade_id"))
+        else:
+            jobs.append(("/v1/quotes", {**DAYS, "symbols": symbol, "limit": 50},
+                         engine.quotes([symbol], limit=50).column("sequence").to_pylist(), "sequence"))
+
+    def call(job: tuple[str, dict[str, Any], list[Any], str]) -> bool:
+        path, params, want, column = job
+        status, body = get_json(base, path, params)
+        return status == 200 and [row[column] for row in body["data"]] == want
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(call, jobs * 2))
+
+
+def test_routes_never_block_the_event_loop(served: tuple[str, Settings]) -> None:
+    """Every /v1 route is a plain function: FastAPI runs it in its thread pool, never on the event loop."""
+    from k2.api.routes import analytics, health, lake, stream, ticks
+
+    routers = (ticks.router, analytics.router, lake.router, stream.router, health.router)
+    endpoints = [route.endpoint for router in routers for route in router.routes]  # type: ignore[attr-defined]
+    assert len(endpoints) >= 17 and not any(inspect.iscoroutinefunction(e) for e in endpoints)
+
+
+def _sse(data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
+    events, cursors = [], []
+    for block in data.decode().split("\n\n"):
+        if block.startswith("event: cursor"):
+            cursors.append(json.loads(block.split("data: ", 1)[1]))
+        elif block.startswith("data: "):
+            events.append(json.loads(block[6:]))
+    return events, cursors
+
+
+def test_replay_streams_in_order_and_resumes_from_its_cursor(served: tuple[str, Settings]) -> None:
+    base, settings = served
+    expected = [row["sequence"] for row in Replay(settings, ReplayRequest(symbols=("BBB",))).events()]
+    status, data, headers = get(base, "/v1/replay", {"symbols": "BBB", "limit": 300}, accept="text/event-stream")
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    first, cursors = _sse(data)
+    assert [e["sequence"] for e in first] == expected[:300]
+    _, data, _ = get(base, "/v1/replay", {"cursor": cursors[-1]}, accept="text/event-stream")
+    rest, _ = _sse(data)
+    assert [e["sequence"] for e in first + rest] == expected
+
+
+def test_health_metrics_and_openapi(served: tuple[str, Settings]) -> None:
+    base, _ = served
+    assert get_json(base, "/health/live") == (200, {"status": "ok", "checks": {}})
+    status, body = get_json(base, "/health/ready")
+    assert status == 503 and body["checks"]["catalog"] == "ok" and body["checks"]["kafka"].startswith("failed")
+    status, data, _ = get(base, "/metrics", accept="text/plain")
+    assert status == 200 and b"# TYPE" in data
+    status, spec = get_json(base, "/openapi.json")
+    paths = set(spec["paths"])
+    assert {"/v1/trades", "/v1/quotes", "/v1/bars", "/v1/vwap", "/v1/summary", "/v1/asof", "/v1/trades/last",
+            "/v1/quotes/last", "/v1/symbols", "/v1/reference", "/v1/corporate-actions", "/v1/snapshots",
+            "/v1/quality", "/v1/replay", "/health/live", "/health/ready", "/metrics"} <= paths
+    assert get(base, "/docs", accept="text/html")[0] == 200
+
+
+def test_docs_api_md_is_generated_from_the_openapi_document(served: tuple[str, Settings]) -> None:
+    from k2.api.docs import render
+
+    written = Path(__file__).parent.parent.joinpath("docs", "api.md").read_text()
+    assert written == render(create_app(served[1]).openapi()), "run: python -m k2.api.docs > docs/api.md"
