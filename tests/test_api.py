@@ -31,7 +31,6 @@ from k2.schemas import Dataset
 from k2.settings import Settings
 from tests.test_replay import _build
 
-
 DAYS = {"start": "2026-03-01", "end": "2026-03-05"}
 
 
