@@ -207,3 +207,31 @@ def test_docs_api_md_is_generated_from_the_openapi_document(served: tuple[str, S
 
     written = Path(__file__).parent.parent.joinpath("docs", "api.md").read_text()
     assert written == render(create_app(served[1]).openapi()), "run: python -m k2.api.docs > docs/api.md"
+
+
+def test_k2_serve_runs_several_workers_on_loopback(served: tuple[str, Settings]) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _, settings = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "K2_HOME": str(settings.home)}
+    server = subprocess.Popen([sys.executable, "-m", "k2.cli", "serve", "--port", str(port), "--workers", "2"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        base, deadline, status = f"http://127.0.0.1:{port}", time.monotonic() + 60, 0
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status, body = get_json(base, "/v1/symbols")
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200 and {row["symbol"] for row in body["data"]} == {"AAA", "BBB", "CCC"}
+        with ThreadPoolExecutor(4) as pool:
+            assert all(code == 200 for code, _ in pool.map(lambda _: get_json(base, "/health/live"), range(20)))
+    finally:
+        server.terminate()
+        server.wait(30)
