@@ -192,8 +192,12 @@ def test_health_metrics_and_openapi(served: tuple[str, Settings]) -> None:
     assert get_json(base, "/health/live") == (200, {"status": "ok", "checks": {}})
     status, body = get_json(base, "/health/ready")
     assert status == 503 and body["checks"]["catalog"] == "ok" and body["checks"]["kafka"].startswith("failed")
+    get(base, "/v1/bars", {"symbols": "AAA", "interval": "1h"})
     status, data, _ = get(base, "/metrics", accept="text/plain")
-    assert status == 200 and b"# TYPE" in data
+    text = data.decode()
+    assert status == 200 and 'k2_api_request_seconds_count{method="GET",route="/v1/bars"}' in text
+    assert 'k2_query_seconds_count{query="bars"}' in text and 'k2_api_responses_total{route="/v1/bars",status="200"}' \
+        in text
     status, spec = get_json(base, "/openapi.json")
     paths = set(spec["paths"])
     assert {"/v1/trades", "/v1/quotes", "/v1/bars", "/v1/vwap", "/v1/summary", "/v1/asof", "/v1/trades/last",

@@ -6,14 +6,16 @@ stalls the event loop; the engine is thread-safe (a DuckDB cursor per query, loc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from k2.api import errors
 from k2.api.routes import analytics, health, lake, stream, ticks
+from k2.obs.metrics import API_REQUEST_SECONDS, API_RESPONSES
 from k2.query.engine import QueryEngine
 from k2.settings import Settings, get_settings
 
@@ -33,6 +35,18 @@ def create_app(settings: Settings) -> FastAPI:
         "Arrow IPC (Accept: application/vnd.apache.arrow.stream) or Parquet (Accept: application/vnd.apache.parquet).",
     )
     errors.install(app)
+
+    @app.middleware("http")
+    async def measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        # K2's routes take no path parameters, so a matched route's path is its template; anything unmatched (a
+        # scanner's random paths) shares one label value: label values stay bounded
+        template = request.url.path if request.scope.get("route") is not None else "unmatched"
+        API_REQUEST_SECONDS.labels(template, request.method).observe(time.perf_counter() - started)
+        API_RESPONSES.labels(template, str(response.status_code)).inc()
+        return response
+
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"],

@@ -23,6 +23,18 @@ SEQUENCE_MISSING = Gauge(
 PRODUCED = Counter("k2_produce_records", "Records queued to Kafka by the producer", ["topic"])
 PRODUCE_FAILURES = Counter("k2_produce_failures", "Records the broker did not acknowledge", ["topic"])
 
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+QUERY_SECONDS = Histogram("k2_query_seconds", "Query engine calls by query type", ["query"], buckets=_LATENCY)
+API_REQUEST_SECONDS = Histogram(
+    "k2_api_request_seconds", "REST API requests by route template and method", ["route", "method"], buckets=_LATENCY
+)
+API_RESPONSES = Counter("k2_api_responses", "REST API responses by route template and status", ["route", "status"])
+REPLAY_EVENTS = Counter("k2_replay_events", "Events handed out by replays", ["paced"])
+REPLAY_LATENESS_SECONDS = Histogram(
+    "k2_replay_lateness_seconds", "How late paced replay events were handed out (hand-over - target)",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
+)
+
 
 def serve(port: int, address: str = "127.0.0.1") -> None:
     """Expose /metrics on address:port (loopback by default)."""

@@ -31,6 +31,7 @@ from k2.query.reader import Reader, conform, where
 from k2.query.sessions import Zones, session_days
 from k2.query.stored import StoredBars
 from k2.query.tier import HotTier
+from k2.query.timing import timed
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
 
@@ -179,6 +180,7 @@ class QueryEngine:
             rows = con.execute("SELECT DISTINCT symbol FROM read_parquet(?) ORDER BY symbol", [local]).fetchall()
         return [str(r[0]) for r in rows]
 
+    @timed("sql")
     def sql(self, text: str, max_rows: int | None = None, timeout_seconds: float | None = None) -> SqlResult:
         """One read-only SELECT over the views trades, quotes, reference and corporate_actions (current
         snapshots), with a row cap and a time limit (see query/sql.py)."""
@@ -206,6 +208,7 @@ class QueryEngine:
             f"no {dataset.value} for {'; '.join(hints)}; the table holds {listed or 'nothing yet'}"
         )
 
+    @timed("ticks")
     def ticks(
         self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
         limit: int | None = None, snapshot_id: int | None = None, as_of: dt.datetime | None = None,
@@ -251,6 +254,7 @@ class QueryEngine:
         with self._cursor() as con:
             return conform(con.execute(sql, [local, *params]).to_arrow_table(), arrow_schema(dataset))
 
+    @timed("bars")
     def bars(
         self, symbols: list[str] | None = None, interval: str = "1m", span: TimeRange | None = None,
         snapshot_id: int | None = None, as_of: dt.datetime | None = None, adjust: Adjust = Adjust.NONE,
@@ -355,6 +359,7 @@ class QueryEngine:
                 return stored
         return self._reader.partials(plan, symbols, span.start, span.end, step_us)
 
+    @timed("vwap")
     def vwap(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, interval: str | None = None,
         snapshot_id: int | None = None, as_of: dt.datetime | None = None,
@@ -384,6 +389,7 @@ class QueryEngine:
             result = result.set_column(1, "bar_start", result.column("bar_start").cast(_TS))
         return result.cast(schema)
 
+    @timed("summary")
     def summary(
         self, symbols: list[str] | None = None, first_day: dt.date | None = None, last_day: dt.date | None = None,
         snapshot_id: int | None = None, as_of: dt.datetime | None = None, adjust: Adjust = Adjust.NONE,
@@ -424,6 +430,7 @@ class QueryEngine:
             "last_ts": micros_array(rolled.last_ts),
         }, schema=SUMMARY_SCHEMA), adjust, "session_date")
 
+    @timed("last")
     def last(
         self, dataset: Dataset, symbols: list[str] | None, at: dt.datetime, snapshot_id: int | None = None,
         as_of: dt.datetime | None = None,
@@ -434,6 +441,7 @@ class QueryEngine:
         plan = self._planner.plan(dataset, symbols, None, end, snapshot_id, as_of)
         return self._reader.last(plan, arrow_schema(dataset), symbols, end)
 
+    @timed("asof")
     def asof(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, snapshot_id: int | None = None,
         as_of: dt.datetime | None = None,
@@ -450,6 +458,7 @@ class QueryEngine:
                               snapshot_id=snapshot_id, as_of=as_of)
         return asof_join(trades, quotes, prior)
 
+    @timed("counts")
     def counts(
         self, symbols: list[str] | None = None, span: TimeRange | None = None, snapshot_id: int | None = None
     ) -> pa.Table:
@@ -463,6 +472,7 @@ class QueryEngine:
         )
         return result.cast(COUNTS_SCHEMA)
 
+    @timed("quality")
     def quality(self, symbols: list[str] | None = None) -> pa.Table:
         """Per (dataset, exchange, symbol, day): rows received/landed, duplicates dropped, late rows, and the
         current gaps (count and missing sequence numbers) with the landed sequence span. Only batches in each data

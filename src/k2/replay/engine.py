@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 
 from k2.errors import QueryError
+from k2.obs.metrics import REPLAY_EVENTS
 from k2.query.adjust import Adjust
 from k2.query.engine import QueryEngine
 from k2.replay.cursor import Cursor, Position, ReplayRequest
@@ -52,6 +53,7 @@ class Replay:
         self._after = start.after if start is not None else None
         self._adjust = Adjust(self._request.adjust)
         self._source = MergedSource(self._engine.planner, self._request, batch_rows, settings.replay_memory_mb)
+        self._paced = "no" if speed is None else "yes"
         self._pacer = Pacer(speed, int(skip_gaps.total_seconds() * 1e6) if skip_gaps else None)
         self._running = threading.Event()
         self._running.set()
@@ -104,6 +106,7 @@ class Replay:
                     piece = self._within_limit(paced)
                     self._after = _position(piece, piece.num_rows - 1)
                     self.events_out += piece.num_rows
+                    REPLAY_EVENTS.labels(self._paced).inc(piece.num_rows)
                     yield piece
                     if self._limit is not None and self.events_out >= self._limit:
                         self._stopped = True

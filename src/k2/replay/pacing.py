@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from k2.arrow_util import micros
+from k2.obs.metrics import REPLAY_LATENESS_SECONDS
 
 _EDGES_US = np.concatenate([[0.0], np.geomspace(1.0, 1.2e9, 430)])
 
@@ -83,6 +84,8 @@ class Pacer:
             if ready <= done:
                 self._sleep(min(targets[done] - now, 0.05))  # short naps: a pause or stop is seen quickly
                 continue
-            self.stats.add((now - targets[done:ready]) * 1e6)
+            late_us = (now - targets[done:ready]) * 1e6
+            self.stats.add(late_us)
+            REPLAY_LATENESS_SECONDS.observe(float(late_us.max()) / 1e6)  # per slice: the latest event of it
             yield batch.slice(done, ready - done)
             done = ready

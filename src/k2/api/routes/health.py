@@ -41,10 +41,14 @@ def _kafka(request: Request) -> str:
     from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
     from k2.kafka.broker import resolve_bootstrap
+    from k2.kafka.config import client_config
 
     try:
-        bootstrap = resolve_bootstrap(deps.settings(request))
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+        client = AdminClient(client_config(resolve_bootstrap(deps.settings(request))))  # type: ignore[arg-type]
+        try:
+            client.list_topics(timeout=2)
+        finally:
+            del client  # its threads stop now, not at some later collection (they retry and log meanwhile)
     except Exception as exc:
         return f"failed: {str(exc).splitlines()[0][:200]}"
     return "ok"
