@@ -79,9 +79,16 @@ def test_bad_records_go_to_the_dlq_and_good_ones_land(kafka_settings: Settings, 
     ]  # does not check lengths: the consumer bounds every field the schema bounds
     _produce_raw(kafka_settings, [good[5], *bad, *good[7:]])
 
+    from prometheus_client import REGISTRY
+
+    def exported() -> float:
+        return REGISTRY.get_sample_value("k2_dead_letters_total", {"topic": kafka_settings.topic_trades}) or 0.0
+
+    before = exported()
     report = pipeline.ingest(kafka_settings, bootstrap)
     assert report.rows_landed == 4  # good[5], good[7..9]: the bad records in the middle did not block them
     assert report.dead_lettered == 7
+    assert exported() - before == 7  # and the metric says so
     letters = read_dead_letters(kafka_settings, bootstrap)
     reasons = sorted(letter.error for letter in letters)
     assert any("size must be > 0" in r for r in reasons)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from prometheus_client import REGISTRY
 
 from k2.ingest import pipeline
 from k2.lake import writer
@@ -129,12 +130,15 @@ def test_compaction_during_ingest_loses_no_row(kafka_settings: Settings) -> None
     ingesting.start()
     table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
     compactions = retried = 0
+    counted_before = REGISTRY.get_sample_value("k2_compactions_total", {"table": "trades"}) or 0.0
     while ingesting.is_alive():
         report = compact(table)
         compactions += report.partitions > 0
         retried += report.attempts > 1
     ingesting.join()
-    compact(table)
+    final = compact(table)
+    counted = (REGISTRY.get_sample_value("k2_compactions_total", {"table": "trades"}) or 0.0) - counted_before
+    assert counted == compactions + (final.partitions > 0)  # the metric counts every compaction commit
     landed = result[0]
     assert landed.rows_landed == trades.num_rows and landed.duplicates == 0  # type: ignore[attr-defined]
     assert compactions >= 2

@@ -21,7 +21,14 @@ from k2 import faults
 from k2.ingest.prepare import PreparedBatch
 from k2.lake import bars, quality, writer
 from k2.lake.offsets import LandedOffsets
-from k2.obs.metrics import INGEST_COMMIT_SECONDS, INGEST_COMMITS, INGEST_ROWS, SEQUENCE_GAPS, SEQUENCE_MISSING
+from k2.obs.metrics import (
+    INGEST_COMMIT_SECONDS,
+    INGEST_COMMITS,
+    INGEST_ROWS,
+    LAKE_FILES_WRITTEN,
+    SEQUENCE_GAPS,
+    SEQUENCE_MISSING,
+)
 from k2.schemas import Dataset
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ class LakeCommitter:
             return Landed(None, 0, 0)
         self._table.refresh()
         data_files = writer.write_data_files(self._table, checked.keep) if checked.keep.num_rows else []
+        LAKE_FILES_WRITTEN.labels(self._dataset.value).inc(len(data_files))
         properties: dict[str, str] = {}
         quality_file = None
         if self._quality is not None and checked.quality:

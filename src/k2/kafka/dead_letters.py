@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from k2.errors import DeadLetterError
 from k2.kafka.config import close_consumer, consumer_config, producer_config
+from k2.obs.metrics import DEAD_LETTERS
 from k2.settings import Settings
 
 H_ERROR = "k2.error"
@@ -77,6 +78,8 @@ class DeadLetterWriter:
             problems = "; ".join(self._failed[:3]) or f"{remaining} unacknowledged"
             self._failed.clear()
             raise DeadLetterError(f"could not write {len(letters)} dead letters to {self._topic}: {problems}")
+        for letter in letters:
+            DEAD_LETTERS.labels(letter.source_topic).inc()
 
     def close(self) -> None:
         if self._producer is not None:

@@ -24,6 +24,7 @@ from k2.lake.metadata import BARS_SOURCE_PROPERTY, COMPACTION_PROPERTY
 from k2.lake.offsets import OFFSETS_PROPERTY
 from k2.lake.snapshots import ancestry, property_of
 from k2.lake.writer import commit_with_retry, conform, write_data_files
+from k2.obs.metrics import COMPACTED_FILES, COMPACTIONS
 
 
 class CompactionConflict(K2Error):
@@ -61,6 +62,8 @@ def compact(table: Table, min_files: int = 2, on_partition: Callable[[int, int],
             on_partition(done, len(chosen))
     report.partitions, report.files_before, report.files_after = len(chosen), len(removed), len(added)
     report.snapshot_id, report.attempts = _commit(table, removed, added, give_up_after)
+    COMPACTIONS.labels(table.name()[-1]).inc()
+    COMPACTED_FILES.labels(table.name()[-1]).inc(len(removed))
     return report
 
 

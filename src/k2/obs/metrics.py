@@ -20,6 +20,10 @@ SEQUENCE_GAPS = Gauge(
 SEQUENCE_MISSING = Gauge(
     "k2_sequence_missing", "Sequence numbers missing inside those gaps", ["dataset", "exchange", "symbol"]
 )
+DEAD_LETTERS = Counter("k2_dead_letters", "Records sent to the dead-letter topic, by source topic", ["topic"])
+LAKE_FILES_WRITTEN = Counter("k2_lake_files_written", "Data files added by ingest commits", ["dataset"])
+COMPACTIONS = Counter("k2_compactions", "Compaction commits, by table", ["table"])
+COMPACTED_FILES = Counter("k2_compacted_files", "Data files replaced by compactions, by table", ["table"])
 PRODUCED = Counter("k2_produce_records", "Records queued to Kafka by the producer", ["topic"])
 PRODUCE_FAILURES = Counter("k2_produce_failures", "Records the broker did not acknowledge", ["topic"])
 
