@@ -4,7 +4,7 @@ Steps, each a named crash point (k2.faults):
 1. write the data files and the batch's quality file (invisible until committed);
 2. one Iceberg commit: the data files, the Kafka offsets they came from, and a pointer to the quality file;
 3. add the quality file to the data_quality table (reconciled on the next start if a crash skipped it);
-   trades also bring the materialized 1-minute bars up to date (lake/bars.py; caught up by the next call);
+   trades also notify the materialized 1-minute bars' refresher (lake/bars.py: a thread of its own);
 4. hand the offsets to the consumer thread, which mirrors them to the Kafka group (for lag tools only).
 A batch whose every row was a duplicate still commits 2 (an empty snapshot): its offsets and counts must stick.
 """
@@ -44,10 +44,10 @@ class Landed:
 class LakeCommitter:
     def __init__(
         self, dataset: Dataset, table: Table, quality_table: Table | None, topic: str, cluster_id: str,
-        crash: faults.CrashPoints, bars_table: Table | None = None,
+        crash: faults.CrashPoints, bars_refresher: bars.BarsRefresher | None = None,
     ) -> None:
         self._dataset = dataset
-        self._bars = bars_table
+        self._bars = bars_refresher
         self._table = table
         self._quality = quality_table
         self._topic = topic
@@ -89,15 +89,16 @@ class LakeCommitter:
         return Landed(committed.snapshot_id, checked.keep.num_rows, committed.attempts)
 
     def _refresh_bars(self) -> None:
-        """The bars are derived data: failing to refresh them must not fail the landing (their readers fall back
-        to ticks until a later refresh covers the new snapshot)."""
-        if self._bars is None:
-            return
-        try:
-            bars.refresh(self._table, self._bars)
-        except Exception:
-            log.warning("%s was not brought up to date; the next commit or `k2 maintain` will", bars.BARS_TABLE,
-                        exc_info=True)
+        """The bars are derived data, refreshed off the commit path (lake/bars.BarsRefresher): their readers fall
+        back to ticks until a refresh covers the new snapshot."""
+        if self._bars is not None:
+            self._bars.notify()
+
+    def close(self, failed: bool = False) -> None:
+        """After the last commit: wait for the bars to cover it (not after a failure: nothing more is owed)."""
+        if self._bars is not None:
+            self._bars.close(final=not failed)
+            self._bars = None
 
     def _export(self, batch: PreparedBatch) -> None:
         checked = batch.checked

@@ -299,6 +299,7 @@ class LakeIngestor:
         finally:
             self._lander.close()  # lets a batch already prepared land (it is complete: rows + offsets)
             self._lander = None
+            self._committer.close(failed=self._failed)
             if not close_consumer(consumer):  # it also waits for the last group commit (the mirror)
                 log.warning("%s: the consumer did not close in time; the broker may have stopped", self._topic)
         return self.report

@@ -20,7 +20,7 @@ from k2.kafka.admin import cluster_id, ensure_topics, wait_for_kafka
 from k2.kafka.config import consumer_config, ingest_group, topic_for
 from k2.kafka.dead_letters import DeadLetterWriter
 from k2.kafka.producer import DeliveryReport, TickProducer
-from k2.lake.bars import ensure_bars_table
+from k2.lake.bars import BarsRefresher, ensure_bars_table
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.lake.quality import ensure_quality_table
 from k2.lake.sequences import NATURAL_KEYS, landed_keys, landed_ranges
@@ -129,9 +129,10 @@ def build_ingestor(settings: Settings, bootstrap: str, dataset: Dataset) -> Lake
         dataset, topic, registry_for(settings).schema, DeadLetterWriter(settings, bootstrap),
         _deduper(catalog, settings, dataset), dt.timedelta(seconds=settings.max_future_skew_seconds),
     )
-    materialized = dataset is Dataset.TRADES and settings.materialize_bars
-    bars_table = ensure_bars_table(catalog, settings) if materialized else None
-    committer = LakeCommitter(dataset, table, quality_table, topic, cluster, crash, bars_table)
+    refresher = None
+    if dataset is Dataset.TRADES and settings.materialize_bars:
+        refresher = BarsRefresher(ensure_table(catalog, settings, dataset), ensure_bars_table(catalog, settings))
+    committer = LakeCommitter(dataset, table, quality_table, topic, cluster, crash, refresher)
     config = consumer_config(settings, bootstrap, ingest_group(settings, dataset), f".{dataset.value}")
     return LakeIngestor(settings, config, topic, preparer, committer, quality_table, cluster, crash)
 
