@@ -126,7 +126,16 @@ def test_compaction_during_ingest_loses_no_row(kafka_settings: Settings) -> None
     trades = pa.concat_tables([generate_trades(d, SYMBOLS, 10_000, seed=6) for d in DAYS])
     pipeline.produce_table(settings, bootstrap, trades)
     result: list[object] = []
-    ingesting = threading.Thread(target=lambda: result.append(pipeline.ingest(settings, bootstrap)))
+    compacted = threading.Event()
+
+    def after_each_landing(_: object) -> None:
+        # the consumer waits here until a compaction ran, while the lander commits the batch it was handed: every
+        # batch overlaps a compaction, however fast ingest is on this machine
+        compacted.clear()
+        compacted.wait(60)
+
+    ingesting = threading.Thread(target=lambda: result.append(
+        pipeline.ingest(settings, bootstrap, on_progress=after_each_landing)))
     ingesting.start()
     table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
     compactions = retried = 0
@@ -135,6 +144,7 @@ def test_compaction_during_ingest_loses_no_row(kafka_settings: Settings) -> None
         report = compact(table)
         compactions += report.partitions > 0
         retried += report.attempts > 1
+        compacted.set()
     ingesting.join()
     final = compact(table)
     counted = (REGISTRY.get_sample_value("k2_compactions_total", {"table": "trades"}) or 0.0) - counted_before
