@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,30 +19,33 @@ from k2.settings import Settings
 
 Progress = Callable[[int], None]
 
+if TYPE_CHECKING:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
 
 def to_parquet(batches: Iterable[pa.RecordBatch], path: Path, on_batch: Progress | None = None) -> int:
     import pyarrow.parquet as pq
 
-    written = 0
     with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            written += batch.num_rows
-            if on_batch:
-                on_batch(batch.num_rows)
-    return written
+        return _write(writer, batches, on_batch)
 
 
 def to_csv(batches: Iterable[pa.RecordBatch], path: Path, on_batch: Progress | None = None) -> int:
     import pyarrow.csv as pacsv
 
-    written = 0
     with pacsv.CSVWriter(path, SCHEMA) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            written += batch.num_rows
-            if on_batch:
-                on_batch(batch.num_rows)
+        return _write(writer, batches, on_batch)
+
+
+def _write(writer: pq.ParquetWriter | pacsv.CSVWriter, batches: Iterable[pa.RecordBatch],
+           on_batch: Progress | None) -> int:
+    written = 0
+    for batch in batches:
+        writer.write_batch(batch)
+        written += batch.num_rows
+        if on_batch:
+            on_batch(batch.num_rows)
     return written
 
 
