@@ -1,8 +1,9 @@
 """The `k2` console entry point. Importing the CLI (pyarrow, DuckDB, typer …) takes a good part of a second; a
 Ctrl-C in that time exits quietly with 130 instead of a KeyboardInterrupt traceback from deep inside an import.
 The same holds once the command is over and the process winds down: a Ctrl-C then exits with 130 at once, and
-none can arrive after Python starts tearing itself down (it restores the default handler there, and the process
-would die of the signal instead of exiting)."""
+a Ctrl-C that arrives after Python starts tearing itself down is ignored: Python restores the default disposition
+there, and a signal delivered to any native thread (Arrow's, DuckDB's) would kill the process instead of letting it
+exit with the code already decided. Blocking the signal is not enough: a mask only covers the thread that sets it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def _exit_quietly(_signum: int, _frame: FrameType | None) -> None:
     os._exit(130)  # nothing is running: no file, broker or commit to clean up
 
 
-def _hold_ctrl_c() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the last step of the process: exit as decided
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's teardown leaves an ignored signal ignored
 
 
 def main() -> None:
@@ -28,4 +29,4 @@ def main() -> None:
         run()
     finally:
         signal.signal(signal.SIGINT, _exit_quietly)
-        atexit.register(_hold_ctrl_c)  # atexit runs after non-daemon threads are joined, before the teardown
+        atexit.register(_ignore_ctrl_c)  # atexit runs after non-daemon threads are joined, before the teardown

@@ -6,6 +6,7 @@ Every failure a user can cause or meet ends as one line on stderr and a non-zero
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -79,6 +80,10 @@ def _run_app() -> None:
         raise
 
 
+def _exit_now(_signum: int, _frame: FrameType | None) -> None:
+    os._exit(130)  # the command is over and its outcome decided: nothing is left to clean up
+
+
 def run() -> None:
     """Run the command line; map every expected failure to one clear line and an exit code. Usage errors are
     click's (exit code 2); Ctrl-C exits with 130."""
@@ -87,20 +92,28 @@ def run() -> None:
     signal.signal(signal.SIGINT, _interrupt)
     try:
         _run_app()
-    except Interrupted:
+    except BaseException as exc:
+        # From here on a Ctrl-C must not raise into the reporting below (a second one would escape it).
+        signal.signal(signal.SIGINT, _exit_now)
+        _report(exc, level)
+    signal.signal(signal.SIGINT, _exit_now)
+
+
+def _report(exc: BaseException, level: str) -> None:
+    """Turn the command's failure into one line and an exit code (or re-raise what is not a failure)."""
+    if isinstance(exc, Interrupted):
         console.print("interrupted")
         sys.exit(130)
-    except K2Error as exc:
+    if isinstance(exc, K2Error):
         _fail(str(exc))
-    except ValidationError as exc:
+    if isinstance(exc, ValidationError):
         problems = "; ".join(f"K2_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         _fail(f"invalid setting: {problems}", 2)
-    except OSError as exc:  # the environment: a file, directory or permission problem K2 did not foresee
+    if isinstance(exc, OSError):  # the environment: a file, directory or permission problem K2 did not foresee
         where = f" ({exc.filename})" if exc.filename else ""
         _fail(f"{exc.strerror or exc}{where}")
-    except Exception as exc:
-        if level == "DEBUG":
-            raise
-        log.debug("unexpected error", exc_info=True)
-        _fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in K2: please report it; "
-              "K2_LOG_LEVEL=DEBUG shows the traceback)")
+    if not isinstance(exc, Exception) or level == "DEBUG":
+        raise exc  # SystemExit (every command ends with one), or a bug shown in full on request
+    log.debug("unexpected error", exc_info=exc)
+    _fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in K2: please report it; "
+          "K2_LOG_LEVEL=DEBUG shows the traceback)")

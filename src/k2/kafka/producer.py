@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import deque
@@ -74,6 +75,13 @@ class TickProducer:
         if error.fatal() and len(self._report.errors) < 20:
             self._report.errors.append(f"the producer failed: {error.str()}")
 
+    def _fatal_reason(self) -> str:
+        """The broker's reason for a fatal client error ("Local: Fatal error" alone says nothing)."""
+        with contextlib.suppress(BaseException):  # whatever the failed client raises, the first error counts
+            self._producer.poll(0)  # serves the error callback
+        reasons = [e.removeprefix("the producer failed: ") for e in self._report.errors if "producer failed" in e]
+        return reasons[0] if reasons else ""
+
     def schema_id(self, dataset: Dataset) -> int:
         if dataset not in self._schema_ids:
             topic = topic_for(self._settings, dataset)
@@ -106,7 +114,7 @@ class TickProducer:
                 done = len(values) - length_hint(remaining) - 1
                 raise DeliveryError(
                     f"the producer stopped after queueing {self._report.queued + done:,} records "
-                    f"({_describe(exc)}); "
+                    f"({self._fatal_reason() or _describe(exc)}); "
                     "records from there on were not delivered — the broker may have restarted. Re-run the load: "
                     "re-loading is idempotent"
                 ) from None
