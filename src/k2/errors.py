@@ -32,6 +32,11 @@ class DeliveryError(K2Error):
     """Some records were not acknowledged by the broker."""
 
 
+class ProducerFatalError(DeliveryError):
+    """The idempotent producer entered its fatal state (the broker lost or reissued its producer id); records from
+    there on were not delivered. A new producer, re-sending everything, may succeed: the lake drops duplicates."""
+
+
 class DeadLetterError(K2Error):
     """Dead letters could not be written or re-driven; nothing unacknowledged is marked done."""
 

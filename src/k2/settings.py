@@ -70,6 +70,9 @@ class Settings(BaseModel):
     producer_message_timeout_ms: int = Field(
         60_000, ge=1000, description="How long the producer retries a record before reporting it undelivered."
     )
+    producer_fatal_retries: int = Field(
+        2, ge=0, description="Times a load starts over with a new producer after the idempotent producer's fatal error."
+    )
     producer_queue_max_messages: int = Field(500_000, ge=1000, description="Bound on the producer's queue.")
 
     # Ingest
@@ -119,6 +122,9 @@ class Settings(BaseModel):
 
     # API (`k2 serve`)
     api_host: str = Field("127.0.0.1", description="Address `k2 serve` binds (loopback by default).")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address `k2 ingest --metrics-port` binds (loopback by default)."
+    )
     api_port: int = Field(8000, ge=1, le=65535, description="Port of `k2 serve`.")
     api_workers: int = Field(1, ge=1, description="Worker processes of `k2 serve`.")
     api_cors_origins: str = Field("", description="Origins allowed by CORS, comma-separated (none by default).")

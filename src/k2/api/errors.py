@@ -52,6 +52,21 @@ def status_of(error: K2Error) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+# how to write a value of each kind that pydantic could not read
+_HINTS = {
+    "datetime": "write it in ISO-8601, e.g. 2026-03-02T14:30:00Z or 2026-03-02 (no zone = UTC)",
+    "date": "write it in ISO-8601, e.g. 2026-03-02",
+    "int": "write a whole number",
+}
+
+
+def _problem(error: Any) -> str:
+    message = str(error.get("msg", ""))
+    message = message.removeprefix("Value error, ")  # K2's own validators' messages stand alone
+    kind = str(error.get("type", "")).split("_")[0]
+    return f"{message}: {_HINTS[kind]}" if kind in _HINTS else message
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -66,7 +81,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+        problems = [{"where": ".".join(str(p) for p in e.get("loc", ())), "problem": _problem(e)}
                     for e in exc.errors()]
         summary = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])
         return JSONResponse(body("invalid_request", f"the request is not valid: {summary}", problems),

@@ -15,6 +15,17 @@ PARQUET = "application/vnd.apache.parquet"
 NEXT_CURSOR_HEADER = "K2-Next-Cursor"
 
 
+def table_responses(paged: bool = False) -> dict[int | str, dict[str, Any]]:
+    """What the OpenAPI document says of a table route's 200 besides its JSON model: the binary formats (and, for
+    paged routes, the header that carries the next page's token with them)."""
+    binary_body = {"schema": {"type": "string", "format": "binary"}}
+    ok: dict[str, Any] = {"content": {ARROW: binary_body, PARQUET: binary_body}}
+    if paged:
+        ok["headers"] = {NEXT_CURSOR_HEADER: {"description": "With Arrow or Parquet: the next page's token (JSON "
+                                              "has it as `next_cursor`).", "schema": {"type": "string"}}}
+    return {200: ok}
+
+
 def wanted(request: Request) -> str:
     accept = request.headers.get("accept", "")
     if ARROW in accept:

@@ -59,3 +59,18 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# The error answers every /v1 route can give, all with the one error body (422 replaces FastAPI's own
+# {"detail": [...]} schema, which K2 never sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The request cannot be answered as asked (a range too long, a bad "
+          "interval or speed, a page token from another query …): the message says how to fix it."},
+    404: {"model": ErrorBody, "description": "An unknown symbol (the message names close ones) or snapshot."},
+    422: {"model": ErrorBody, "description": "A parameter is malformed or out of bounds: `details` lists each one "
+          "(`where`, `problem`)."},
+    500: {"model": ErrorBody, "description": "An unexpected failure: the details are in the server's log, never in "
+          "the answer."},
+    503: {"model": ErrorBody, "description": "The lake's catalog cannot be read (or K2 is misconfigured): retry "
+          "later."},
+}

@@ -37,14 +37,31 @@ class PageToken:
                 raise ValueError("no prefix")
             payload = token[len(_PREFIX):]
             values = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            parsed = PageToken(str(values[0]), values[1], int(values[2]), str(values[3]), int(values[4]))
-        except (ValueError, IndexError, TypeError, binascii.Error):
+            parsed = PageToken(*_fields(values))
+        except (ValueError, binascii.Error):
             raise ApiError(400, "bad_page_token", "page_token is not a token this API gave out: pass the "
                            "next_cursor of the previous page unchanged") from None
         if parsed.query != query:
             raise ApiError(400, "page_token_mismatch", "page_token belongs to another query: keep the same "
                            "symbols, start and end while paging, or start again without a token")
         return parsed
+
+
+_MAX_TS_US = 8_000_000_000_000_000  # about the year 2223: past it a microsecond count is no time of any tick
+
+
+def _fields(values: object) -> tuple[str, int | None, int, str, int]:
+    """A token's five fields with their types checked: it comes back from the client, anything can be in it."""
+    if not isinstance(values, list) or len(values) != 5:
+        raise ValueError("not five fields")
+    query, snapshot_id, ts, symbol, sequence = values
+    ints = [v for v in (snapshot_id, ts, sequence) if v is not None]
+    if not isinstance(query, str) or not isinstance(symbol, str) or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or ts is None or sequence is None:
+        raise ValueError("fields of the wrong type")
+    if not -_MAX_TS_US < ts < _MAX_TS_US or (snapshot_id is not None and snapshot_id < 0):
+        raise ValueError("fields out of range")
+    return query, snapshot_id, ts, symbol, sequence
 
 
 def query_digest(*parts: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -20,7 +21,12 @@ def ingest(
     )] = "all",
     max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
     idle_seconds: Annotated[float | None, typer.Option(help="Stop after this long with no new records.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Never stop when idle: consume until Ctrl-C (the service mode, for live feeds)."
+    )] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve Prometheus /metrics on PORT (address: K2_METRICS_HOST, loopback by default)."
+    )] = None,
     instance_id: Annotated[str | None, typer.Option(
         help="Static group membership id: a restart with the same id resumes at once (K2_CONSUMER_INSTANCE_ID)."
     )] = None,
@@ -37,6 +43,10 @@ def ingest(
     from k2.schemas import Dataset
 
     choice(dataset, ["all", *[d.value for d in Dataset]], "--dataset")
+    if follow:
+        if idle_seconds is not None:
+            raise InputError("--follow and --idle-seconds contradict each other: choose one")
+        idle_seconds = math.inf
     settings = writer_settings(home, consumer_instance_id=instance_id)
     bootstrap = resolve_bootstrap(settings)
     if dataset == "all":
@@ -47,9 +57,16 @@ def ingest(
     else:
         datasets = [Dataset(dataset)]
     if metrics_port is not None:
-        from k2.obs.metrics import serve
+        from prometheus_client import REGISTRY
 
-        serve(metrics_port)
+        from k2.kafka.config import topic_for
+        from k2.kafka.lag import LagCollector
+        from k2.obs.metrics import declare_ingest, serve
+
+        REGISTRY.register(LagCollector(settings, bootstrap, datasets))
+        for chosen in datasets:
+            declare_ingest(chosen.value, topic_for(settings, chosen))
+        serve(metrics_port, settings.metrics_host)
     tune_gc_for_streaming()
     with contextlib.ExitStack() as stack:
         if maintain_every is not None:

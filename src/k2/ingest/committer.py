@@ -21,6 +21,7 @@ from k2 import faults
 from k2.ingest.prepare import PreparedBatch
 from k2.lake import bars, quality, writer
 from k2.lake.offsets import LandedOffsets
+from k2.obs import tracing
 from k2.obs.metrics import (
     INGEST_COMMIT_SECONDS,
     INGEST_COMMITS,
@@ -28,6 +29,7 @@ from k2.obs.metrics import (
     LAKE_FILES_WRITTEN,
     SEQUENCE_GAPS,
     SEQUENCE_MISSING,
+    SEQUENCE_ROWS,
 )
 from k2.schemas import Dataset
 
@@ -39,6 +41,7 @@ class Landed:
     snapshot_id: int | None  # None: nothing to commit (every record of the batch was a dead letter)
     rows: int
     commit_attempts: int
+    files: int = 0  # data files written
 
 
 class LakeCommitter:
@@ -60,6 +63,18 @@ class LakeCommitter:
 
     def commit(self, batch: PreparedBatch) -> Landed:
         """Land `batch` (runs on the lander thread, strictly in order)."""
+        attributes: tracing.Attributes = {"k2.table": ".".join(self._table.name()),
+                                          "messaging.destination.name": self._topic}
+        with tracing.span("k2.ingest.commit", attributes, parent=batch.trace) as span:
+            landed = self._land(batch)
+            span.set_attribute("k2.rows", landed.rows)
+            span.set_attribute("k2.commit_attempts", landed.commit_attempts)
+            span.set_attribute("k2.files", landed.files)
+            if landed.snapshot_id is not None:
+                span.set_attribute("k2.snapshot_id", landed.snapshot_id)
+            return landed
+
+    def _land(self, batch: PreparedBatch) -> Landed:
         checked = batch.checked
         if checked is None:  # nothing decoded into a valid row: re-reading these after a crash is harmless
             return Landed(None, 0, 0)
@@ -86,7 +101,7 @@ class LakeCommitter:
         self._crash.reach(faults.AFTER_QUALITY)
         self._refresh_bars()
         self._export(batch)
-        return Landed(committed.snapshot_id, checked.keep.num_rows, committed.attempts)
+        return Landed(committed.snapshot_id, checked.keep.num_rows, committed.attempts, len(data_files))
 
     def _refresh_bars(self) -> None:
         """The bars are derived data, refreshed off the commit path (lake/bars.BarsRefresher): their readers fall
@@ -109,6 +124,12 @@ class LakeCommitter:
         INGEST_ROWS.labels(dataset, "late").inc(batch.late)
         INGEST_COMMITS.labels(dataset).inc()
         INGEST_COMMIT_SECONDS.labels(dataset).observe(time.perf_counter() - batch.started)
+        by_exchange: dict[str, tuple[int, int]] = {}
         for (exchange, symbol, _), counts in checked.quality.items():
             SEQUENCE_GAPS.labels(dataset, exchange, symbol).set(counts.gaps)
             SEQUENCE_MISSING.labels(dataset, exchange, symbol).set(counts.missing)
+            duplicates, late = by_exchange.get(exchange, (0, 0))
+            by_exchange[exchange] = (duplicates + counts.duplicates, late + counts.late)
+        for exchange, (duplicates, late) in by_exchange.items():
+            SEQUENCE_ROWS.labels(dataset, exchange, "duplicate").inc(duplicates)
+            SEQUENCE_ROWS.labels(dataset, exchange, "late").inc(late)

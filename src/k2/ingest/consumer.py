@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.table import Table
@@ -30,6 +32,7 @@ from k2.ingest.prepare import BatchPreparer, PreparedBatch
 from k2.kafka.config import close_consumer
 from k2.lake import quality
 from k2.lake.offsets import landed_offsets
+from k2.obs import tracing
 from k2.obs.metrics import INGEST_MESSAGES
 from k2.settings import Settings
 
@@ -81,6 +84,11 @@ class LakeIngestor:
         self._unread = False  # records beyond the position, as of the last check (see _still_to_read)
         self._unread_checked_at = 0.0
         self._pending = PendingBatch()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask a running `run()` to finish: it lands what it has read, commits, and returns (any thread)."""
+        self._stop.set()
 
     # ------------------------------------------------------------------------------------------- assignment
 
@@ -135,18 +143,38 @@ class LakeIngestor:
         if self._failed or not self._pending.messages:
             return
         pending, self._pending = self._pending, PendingBatch()
-        prepared = self._preparer.prepare(pending)
-        self.report.dead_lettered += len(prepared.dead_letters)
-        room = max(0, 20 - len(self.report.errors))
-        self.report.errors.extend(
-            f"partition {x.source_partition} offset {x.source_offset}: {x.error}" for x in prepared.dead_letters[:room]
-        )
-        self.report.duplicates += prepared.duplicates
-        self.report.late += prepared.late
-        if self._lander is None:
-            self._commit(prepared)
-        else:
-            self._lander.submit(prepared)
+        with self._consume_span(pending):
+            prepared = self._preparer.prepare(pending)
+            prepared.trace = tracing.current()  # the commit, on the lander thread, is a child of this span too
+            self.report.dead_lettered += len(prepared.dead_letters)
+            room = max(0, 20 - len(self.report.errors))
+            self.report.errors.extend(
+                f"partition {x.source_partition} offset {x.source_offset}: {x.error}"
+                for x in prepared.dead_letters[:room]
+            )
+            self.report.duplicates += prepared.duplicates
+            self.report.late += prepared.late
+            if self._lander is None:
+                self._commit(prepared)
+            else:
+                self._lander.submit(prepared)
+
+    def _consume_span(self, pending: PendingBatch) -> AbstractContextManager[tracing.Span]:
+        """The batch's span, from its first record's arrival to its hand-over to the lander.
+
+        A batch holds the records of several producer batches, each with a trace of its own. The first record's is
+        the parent, so the batch shows inside the trace of a load that sent it (a span has one parent); the others
+        are span links, OpenTelemetry's way to relate one operation to several traces."""
+        # map() over the C accessor; a consumed record's headers are a list of (key, value) tuples, never a dict
+        headers = cast(Iterable[tracing.KafkaHeaders | None], map(Message.headers, pending.messages))
+        contexts = tracing.from_kafka_headers(headers)
+        waited_ns = int((time.monotonic() - pending.since) * 1e9)
+        attributes: tracing.Attributes = {
+            "messaging.system": "kafka", "messaging.destination.name": self._topic,
+            "messaging.batch.message_count": len(pending.messages), "k2.producer_batches": len(contexts),
+        }
+        return tracing.span("k2.ingest.consume", attributes, kind="consumer", parent=contexts[0] if contexts else None,
+                            links=contexts[1:], start_ns=time.time_ns() - waited_ns)
 
     def _commit(self, batch: PreparedBatch) -> None:
         """Land one batch (on the lander thread) and account for it."""
@@ -249,7 +277,7 @@ class LakeIngestor:
         assignment_limit = 10.0 + 2 * self._settings.session_timeout_ms / 1000
         self._lander = Lander(self._commit, name=f"k2-lander-{self._topic}")
         try:
-            while max_messages is None or self.report.messages < max_messages:
+            while (max_messages is None or self.report.messages < max_messages) and not self._stop.is_set():
                 self._lander.raise_if_failed()
                 self._mirror_group_offsets()
                 batch = self._settings.consume_batch

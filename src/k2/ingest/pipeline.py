@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from k2.errors import DeliveryError
+from k2.errors import DeliveryError, ProducerFatalError
 from k2.faults import CrashPoints
 from k2.ingest.committer import LakeCommitter
 from k2.ingest.consumer import IngestReport, LakeIngestor
@@ -32,6 +35,8 @@ from k2.sources.reference import read_reference
 from k2.sources.report import LoadStats
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def produce_table(
@@ -40,15 +45,17 @@ def produce_table(
 ) -> DeliveryReport:
     """Produce every row of an in-memory table; raises DeliveryError if any record was not acknowledged."""
     ensure_topics(settings, bootstrap)
-    producer = TickProducer(settings, bootstrap, registry_for(settings))
-    try:
-        for offset in range(0, table.num_rows, chunk_rows):
-            sent = producer.send(dataset, table.slice(offset, chunk_rows))
-            if on_progress:
-                on_progress(sent)
-    finally:
-        report = producer.close()  # never raises: a close after a failure cannot replace the first error
-    return _checked(report)
+
+    def attempt() -> DeliveryReport:
+        def send_all(producer: TickProducer) -> None:
+            for offset in range(0, table.num_rows, chunk_rows):
+                sent = producer.send(dataset, table.slice(offset, chunk_rows))
+                if on_progress:
+                    on_progress(sent)
+
+        return _produced(settings, bootstrap, send_all)
+
+    return _with_fresh_producers(settings, attempt)
 
 
 def load_csv(
@@ -62,22 +69,25 @@ def load_csv(
     """
     if dataset not in (Dataset.TRADES, Dataset.QUOTES):
         raise ValueError(f"CSV loading supports trades and quotes, not {dataset}")
-    stats = LoadStats()
-    chunks = read_ticks(dataset.value, path, layout, symbol, exchange, company_info,  # type: ignore[arg-type]
-                        settings.csv_chunk_rows, stats)
     ensure_topics(settings, bootstrap)
-    producer = TickProducer(settings, bootstrap, registry_for(settings))
-    try:
-        for chunk in chunks:
-            sent = producer.send(dataset, chunk)
-            if on_progress:
-                on_progress(sent)
-            if should_stop and should_stop():
-                stats.interrupted = True
-                break
-    finally:
-        report = producer.close()  # never raises: a close after a failure cannot replace the first error
-    return stats, _checked(report)
+
+    def attempt() -> tuple[LoadStats, DeliveryReport]:
+        stats = LoadStats()  # each attempt reads the file from its start
+        chunks = read_ticks(dataset.value, path, layout, symbol, exchange, company_info,  # type: ignore[arg-type]
+                            settings.csv_chunk_rows, stats)
+
+        def send_all(producer: TickProducer) -> None:
+            for chunk in chunks:
+                sent = producer.send(dataset, chunk)
+                if on_progress:
+                    on_progress(sent)
+                if should_stop and should_stop():
+                    stats.interrupted = True
+                    break
+
+        return stats, _produced(settings, bootstrap, send_all)
+
+    return _with_fresh_producers(settings, attempt)
 
 
 def load_reference(
@@ -86,13 +96,40 @@ def load_reference(
     """A reference-data file (instruments or corporate actions, detected from its header) → its topic."""
     batch = read_reference(path, exchange, company_info)
     ensure_topics(settings, bootstrap)
-    producer = TickProducer(settings, bootstrap, registry_for(settings))
-    try:
+
+    def send_all(producer: TickProducer) -> None:
         if batch.table.num_rows:
             producer.send(batch.dataset, batch.table)
+
+    report = _with_fresh_producers(settings, lambda: _produced(settings, bootstrap, send_all))
+    return batch.dataset, batch.stats, report
+
+
+def _produced(settings: Settings, bootstrap: str, send_all: Callable[[TickProducer], None]) -> DeliveryReport:
+    """One producer sends everything, then is flushed and closed; the report is checked (DeliveryError)."""
+    producer = TickProducer(settings, bootstrap, registry_for(settings))
+    try:
+        send_all(producer)
+    except ProducerFatalError:
+        pass  # recorded in the report; the close below still says whether the cluster changed (that comes first)
     finally:
-        report = producer.close()
-    return batch.dataset, batch.stats, _checked(report)
+        report = producer.close()  # never raises: a close after a failure cannot replace the first error
+    return _checked(report)
+
+
+def _with_fresh_producers(settings: Settings, attempt: Callable[[], T]) -> T:
+    """Run `attempt`; after the idempotent producer's fatal error, start over with a new producer (a new producer
+    id), up to K2_PRODUCER_FATAL_RETRIES times. Re-sending from the start is what makes it safe: records the broker
+    acknowledged before the failure may be gone with it, and the lake drops the ones that are not."""
+    for retry in itertools.count():
+        try:
+            return attempt()
+        except ProducerFatalError as exc:
+            if retry >= settings.producer_fatal_retries:
+                raise
+            log.warning("%s. Starting over with a new producer (retry %d of %d)", exc, retry + 1,
+                        settings.producer_fatal_retries)
+    raise AssertionError("unreachable")
 
 
 def _checked(report: DeliveryReport) -> DeliveryReport:
@@ -101,6 +138,8 @@ def _checked(report: DeliveryReport) -> DeliveryReport:
             f"{report.delivered} of {report.queued} records were acknowledged, but {report.errors[-1]}. Re-run the "
             "load: re-loading is idempotent (records already in the lake are dropped as duplicates at ingest)"
         )
+    if report.fatal:
+        raise ProducerFatalError(report.fatal)
     if report.failed:
         raise DeliveryError(
             f"{report.failed} of {report.queued} records were not delivered ({report.delivered} were): "
@@ -165,18 +204,27 @@ def ingest_many(
         ensure_table(catalog, settings, dataset)
     ensure_quality_table(catalog, settings)
 
+    ingestors = {d: build_ingestor(settings, bootstrap, d) for d in datasets}
+
     def run(dataset: Dataset) -> IngestReport:
         progress = (lambda report: on_progress(dataset, report)) if on_progress else None
-        return build_ingestor(settings, bootstrap, dataset).run(max_messages, idle_seconds, progress)
+        return ingestors[dataset].run(max_messages, idle_seconds, progress)
 
+    first_error: BaseException | None = None
     with ThreadPoolExecutor(max(1, len(datasets)), thread_name_prefix="k2-ingest") as pool:
         futures = {d: pool.submit(run, d) for d in datasets}
-        reports, first_error = {}, None
-        for dataset, future in futures.items():
+        running = set(futures.values())
+        while running:
             try:
-                reports[dataset] = future.result()
-            except BaseException as exc:  # wait for the others, then raise the first
-                first_error = first_error or exc
+                # short waits: a Ctrl-C delivered to another thread only runs its handler once this thread wakes
+                done, running = wait(running, timeout=0.25, return_when=FIRST_EXCEPTION)
+                failed = next((f.exception() for f in done if f.exception() is not None), None)
+            except BaseException as exc:  # Ctrl-C
+                failed = exc
+            if failed is not None:  # stop the others, let each land what it read, then raise the first error
+                first_error = first_error or failed
+                for ingestor in ingestors.values():
+                    ingestor.stop()
     if first_error is not None:
         raise first_error
-    return reports
+    return {d: f.result() for d, f in futures.items()}

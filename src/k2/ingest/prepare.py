@@ -18,6 +18,7 @@ from k2.ingest.commit_policy import PendingBatch
 from k2.ingest.dedup import Checked
 from k2.ingest.validate import validate
 from k2.kafka.dead_letters import DeadLetter, now_iso
+from k2.obs import tracing
 from k2.obs.metrics import INGEST_ROWS
 from k2.schemas import Dataset
 
@@ -48,6 +49,7 @@ class PreparedBatch:
     next_offsets: dict[int, int]
     started: float
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    trace: tracing.Context | None = None  # the consume span's context, parent of the commit's span
 
     @property
     def duplicates(self) -> int:
@@ -75,6 +77,14 @@ class BatchPreparer:
         self._deduper.reset()
 
     def prepare(self, pending: PendingBatch) -> PreparedBatch:
+        with tracing.span("k2.ingest.decode", {"messaging.batch.message_count": len(pending.messages)}) as span:
+            prepared = self._prepare(pending)
+            span.set_attribute("k2.rows", prepared.received)
+            span.set_attribute("k2.dead_letters", len(prepared.dead_letters))
+            span.set_attribute("k2.duplicates", prepared.duplicates)
+            return prepared
+
+    def _prepare(self, pending: PendingBatch) -> PreparedBatch:
         started = time.perf_counter()
         messages = pending.messages
         raw = list(map(Message.value, messages))  # map() over the C accessor: no bytecode per record

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import sys
 import time
 from collections import deque
@@ -14,9 +14,10 @@ import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from k2.codec.encoder import encode_batch
-from k2.errors import DeliveryError
+from k2.errors import ProducerFatalError
 from k2.kafka.admin import cluster_id
 from k2.kafka.config import producer_config, topic_for
+from k2.obs import tracing
 from k2.obs.metrics import PRODUCE_FAILURES, PRODUCED
 from k2.registry.base import SchemaRegistry, subject_for
 from k2.schemas import Dataset, avro_schema
@@ -29,6 +30,7 @@ class DeliveryReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     broker_restarted: bool = False
+    fatal: str = ""  # why the producer entered its fatal state, if it did
 
     @property
     def delivered(self) -> int:
@@ -72,13 +74,21 @@ class TickProducer:
     def _on_error(self, error: KafkaError) -> None:
         # with an error callback, a fatal client error (UNKNOWN_PRODUCER_ID after a broker restart) is reported
         # here instead of being raised out of flush() as a bare KafkaError, which no `except` clause matches
-        if error.fatal() and len(self._report.errors) < 20:
-            self._report.errors.append(f"the producer failed: {error.str()}")
+        if error.fatal():
+            self._report.fatal = self._report.fatal or f"the producer failed: {error.str()}"
+            if len(self._report.errors) < 20:
+                self._report.errors.append(f"the producer failed: {error.str()}")
 
     def _fatal_reason(self) -> str:
-        """The broker's reason for a fatal client error ("Local: Fatal error" alone says nothing)."""
-        with contextlib.suppress(BaseException):  # whatever the failed client raises, the first error counts
-            self._producer.poll(0)  # serves the error callback
+        """The broker's reason for a fatal client error ("Local: Fatal error" alone says nothing): the client
+        raises it from poll() (sometimes only from the second call), or reports it to the error callback."""
+        for _ in range(3):
+            try:
+                self._producer.poll(0)
+            except KafkaException as exc:
+                return _describe(exc)
+            except:  # noqa: E722 - see flush(): the failed client has raised objects no `except` class matches
+                return _describe_current()
         reasons = [e.removeprefix("the producer failed: ") for e in self._report.errors if "producer failed" in e]
         return reasons[0] if reasons else ""
 
@@ -89,35 +99,44 @@ class TickProducer:
         return self._schema_ids[dataset]
 
     def send(self, dataset: Dataset, table: pa.Table) -> int:
-        """Queue every row of `table`; blocks (back-pressure) while the producer queue is full."""
-        table = with_ingest_ts(table)
-        encoded = encode_batch(table, avro_schema(dataset), self.schema_id(dataset))
-        keys = table.column("symbol").cast(pa.binary()).to_pylist()
+        """Queue every row of `table`; blocks (back-pressure) while the producer queue is full. One span per call:
+        its trace context goes in the headers of every record, so the ingest of these records joins its trace."""
         topic = self._topic = topic_for(self._settings, dataset)
-        self._queue(topic, encoded.values(), keys)
+        attributes: tracing.Attributes = {
+            "messaging.system": "kafka", "messaging.destination.name": topic,
+            "messaging.batch.message_count": table.num_rows, "k2.dataset": dataset.value,
+        }
+        with tracing.span("k2.produce", attributes, kind="producer"):
+            table = with_ingest_ts(table)
+            encoded = encode_batch(table, avro_schema(dataset), self.schema_id(dataset))
+            keys = table.column("symbol").cast(pa.binary()).to_pylist()
+            self._queue(topic, encoded.values(), keys, tracing.kafka_headers())
         self._report.queued += len(encoded)
         PRODUCED.labels(topic).inc(len(encoded))
         return len(encoded)
 
-    def _queue(self, topic: str, values: list[bytes], keys: list[bytes]) -> None:
+    def _queue(self, topic: str, values: list[bytes], keys: list[bytes], headers: tracing.KafkaHeaders | None) -> None:
         """produce() every record, driven by map() so the per-record loop runs in C, not in Python bytecode."""
+        # the same headers on every record: a partial (C, like map) passes them without a per-record Python call
+        produce = functools.partial(self._producer.produce, headers=headers) if headers else self._producer.produce
         done = 0
         while done < len(values):
             remaining = iter(values[done:] if done else values)
             try:
-                deque(map(self._producer.produce, repeat(topic), remaining, keys[done:] if done else keys), maxlen=0)
+                deque(map(produce, repeat(topic), remaining, keys[done:] if done else keys), maxlen=0)
                 done = len(values)
             except BufferError:  # queue full: map() had taken the record that did not fit; serve reports, retry it
                 done = len(values) - length_hint(remaining) - 1
                 self._producer.poll(0.05)
             except (KafkaException, SystemError) as exc:  # fatal, e.g. the idempotent producer after a broker restart
                 done = len(values) - length_hint(remaining) - 1
-                raise DeliveryError(
+                self._report.fatal = (
                     f"the producer stopped after queueing {self._report.queued + done:,} records "
                     f"({self._fatal_reason() or _describe(exc)}); "
                     "records from there on were not delivered — the broker may have restarted. Re-run the load: "
                     "re-loading is idempotent"
-                ) from None
+                )
+                raise ProducerFatalError(self._report.fatal) from None
         self._producer.poll(0)  # serve delivery reports (failures only)
 
     def close(self, timeout: float = 60.0) -> DeliveryReport:
@@ -148,7 +167,9 @@ class TickProducer:
             remaining = self._producer.flush(timeout)
         except:  # noqa: E722 - the C client has raised a bare KafkaError here, which is no BaseException
             # seen after a broker restart: the idempotent producer's fatal state (UNKNOWN_PRODUCER_ID)
-            self._report.errors.append(f"the producer failed while flushing: {_describe_current()}")
+            reason = f"the producer failed while flushing: {_describe_current()}"
+            self._report.fatal = self._report.fatal or reason
+            self._report.errors.append(reason)
             try:
                 remaining = len(self._producer)
             except Exception:

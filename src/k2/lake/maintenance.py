@@ -17,7 +17,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from k2.lake import bars
-from k2.lake.catalog import load_table, open_catalog
+from k2.lake.catalog import load_table, open_catalog, table_identifier
 from k2.lake.compaction import CompactionReport, compact
 from k2.lake.expiry import (
     ExpiryReport,
@@ -28,6 +28,7 @@ from k2.lake.expiry import (
     remove_orphan_files,
 )
 from k2.lake.quality import QUALITY_TABLE
+from k2.obs.metrics import COMPACTED_FILES, COMPACTIONS
 from k2.schemas import Dataset
 from k2.settings import Settings
 
@@ -111,6 +112,10 @@ class MaintenanceLoop:
         self.passes = 0
 
     def __enter__(self) -> MaintenanceLoop:
+        for dataset in self._datasets:  # exported at zero from the start (see obs.metrics.declare_ingest)
+            name = table_identifier(self._settings, dataset)[1]
+            COMPACTIONS.labels(name)
+            COMPACTED_FILES.labels(name)
         self._thread.start()
         return self
 

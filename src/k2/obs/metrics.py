@@ -20,6 +20,10 @@ SEQUENCE_GAPS = Gauge(
 SEQUENCE_MISSING = Gauge(
     "k2_sequence_missing", "Sequence numbers missing inside those gaps", ["dataset", "exchange", "symbol"]
 )
+SEQUENCE_ROWS = Counter(
+    "k2_sequence_rows", "Rows dropped as duplicates or landed late (out of order), by exchange",
+    ["dataset", "exchange", "outcome"],
+)
 DEAD_LETTERS = Counter("k2_dead_letters", "Records sent to the dead-letter topic, by source topic", ["topic"])
 LAKE_FILES_WRITTEN = Counter("k2_lake_files_written", "Data files added by ingest commits", ["dataset"])
 COMPACTIONS = Counter("k2_compactions", "Compaction commits, by table", ["table"])
@@ -38,6 +42,17 @@ REPLAY_LATENESS_SECONDS = Histogram(
     "k2_replay_lateness_seconds", "How late paced replay events were handed out (hand-over - target)",
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
 )
+
+
+def declare_ingest(dataset: str, topic: str) -> None:
+    """Export an ingest's counters at zero from its start: a rate over a series that appears only with its first
+    event reads as "no data" on a dashboard, and an alert on it cannot fire at the first event."""
+    INGEST_MESSAGES.labels(topic)
+    INGEST_COMMITS.labels(dataset)
+    DEAD_LETTERS.labels(topic)
+    LAKE_FILES_WRITTEN.labels(dataset)
+    for outcome in ("landed", "duplicate", "late", "dead_letter"):
+        INGEST_ROWS.labels(dataset, outcome)
 
 
 def serve(port: int, address: str = "127.0.0.1") -> None:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 
 from k2.errors import QueryError
+from k2.query.adjust import Adjust
 from k2.schemas import Dataset
 
 _PREFIX = "k2r1."
@@ -74,16 +75,40 @@ class Cursor:
         try:
             payload = text[len(_PREFIX):]
             body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            request = ReplayRequest(
-                datasets=tuple(Dataset(d) for d in body["d"]),
-                symbols=tuple(body["s"]) if body["s"] is not None else None,
-                start=dt.datetime.fromisoformat(body["a"]) if body["a"] else None,
-                end=dt.datetime.fromisoformat(body["b"]) if body["b"] else None,
-                snapshots={Dataset(d): s for d, s in body["p"].items()},
-                adjust=body["j"],
-            )
-            key = body["k"]
-            after = Position(int(key[0]), int(key[1]), int(key[2]), str(key[3]), str(key[4])) if key else None
-        except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as exc:
+            request, after = _fields(body)
+        except (ValueError, binascii.Error) as exc:
             raise QueryError(f"the replay cursor is damaged ({exc}); copy it whole from the replay's output") from None
         return Cursor(request, after)
+
+
+def _fields(body: object) -> tuple[ReplayRequest, Position | None]:
+    """A token's fields with their types checked: a cursor comes back from a client, and anything can be in it."""
+    if not isinstance(body, dict) or set(body) != {"d", "s", "a", "b", "p", "j", "k"}:
+        raise ValueError("not a cursor's fields")
+    symbols, snapshots, key = body["s"], body["p"], body["k"]
+    if not isinstance(body["d"], list) or not (symbols is None or _all(symbols, str)) or \
+            not isinstance(snapshots, dict) or not all(s is None or _all([s], int) for s in snapshots.values()) or \
+            body["j"] not in {a.value for a in Adjust} or \
+            not (key is None or (_all(key, object) and len(key) == 5 and _all(key[:3], int) and _all(key[3:], str))):
+        raise ValueError("fields of the wrong type")
+    request = ReplayRequest(
+        datasets=tuple(Dataset(d) for d in body["d"]),
+        symbols=tuple(symbols) if symbols is not None else None,
+        start=_moment(body["a"]),
+        end=_moment(body["b"]),
+        snapshots={Dataset(d): s for d, s in snapshots.items()},
+        adjust=body["j"],
+    )
+    return request, Position(*key) if key else None
+
+
+def _all(values: object, kind: type) -> bool:
+    return isinstance(values, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in values)
+
+
+def _moment(text: object) -> dt.datetime | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError("a time that is not text")
+    return dt.datetime.fromisoformat(text)

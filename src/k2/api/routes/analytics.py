@@ -14,7 +14,7 @@ from k2.query.asof import ASOF_SCHEMA
 from k2.query.engine import BARS_SCHEMA, SUMMARY_SCHEMA, VWAP_BUCKET_SCHEMA, QueryEngine
 from k2.schemas import Dataset, arrow_schema
 
-router = APIRouter(tags=["analytics"])
+router = APIRouter(tags=["analytics"], responses={**models.ERROR_RESPONSES, **formats.table_responses()})
 Engine = Annotated[QueryEngine, Depends(deps.engine)]
 Adjustment = Annotated[Adjust, Query(description="Back-adjust for splits, or splits and dividends.")]
 MAX_ROWS = 100_000
@@ -53,8 +53,10 @@ def vwap(request: Request, engine: Engine, symbols: Symbols = None, start: Start
 
 @router.get("/summary", response_model=models.page_model("DailySummary", SUMMARY_SCHEMA))
 def summary(request: Request, engine: Engine, symbols: Symbols = None,
-            first_day: Annotated[dt.date | None, Query(alias="from", description="First session date.")] = None,
-            last_day: Annotated[dt.date | None, Query(alias="to", description="Last session date.")] = None,
+            first_day: Annotated[deps.Day | None,
+                                 Query(alias="from", description="First session date.")] = None,
+            last_day: Annotated[deps.Day | None,
+                                Query(alias="to", description="Last session date.")] = None,
             adjust: Adjustment = Adjust.NONE, as_of: AsOf = None, snapshot_id: Snapshot = None) -> Any:
     """Daily figures per symbol and session date in the exchange's own time zone."""
     chosen = deps.symbol_list(symbols)
@@ -74,7 +76,7 @@ def _last(request: Request, engine: QueryEngine, dataset: Dataset, at: dt.dateti
     return formats.answer(request, rows)
 
 
-At = Annotated[dt.datetime, Query(description="The moment, ISO-8601; no zone = UTC.")]
+At = Annotated[deps.Moment, Query(description="The moment, ISO-8601; no zone = UTC.")]
 
 
 @router.get("/trades/last", response_model=models.page_model("LastTrade", arrow_schema(Dataset.TRADES)))

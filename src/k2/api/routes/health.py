@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -10,6 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from k2.api import deps
 from k2.api.models import Health
 from k2.schemas import Dataset
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 router = APIRouter(tags=["health"])
 
@@ -54,9 +57,34 @@ def _kafka(request: Request) -> str:
     return "ok"
 
 
-@router.get("/metrics", response_class=Response)
-def metrics() -> Response:
-    """Prometheus text exposition of this process's metrics."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process's metrics, and the ingest groups' lag read from the broker."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(REGISTRY) + generate_latest(_lag_registry(request)),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+def _lag_registry(request: Request) -> CollectorRegistry:
+    """The lag collector of this process, made at the first scrape that finds a broker (the API may start before
+    the broker does); until then the exposition says the broker is down."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from k2.kafka.broker import resolve_bootstrap
+    from k2.kafka.lag import LagCollector
+
+    state = request.app.state
+    found: CollectorRegistry | None = getattr(state, "lag_registry", None)
+    if found is not None:
+        return found
+    registry = CollectorRegistry()
+    settings = deps.settings(request)
+    try:
+        registry.register(LagCollector(settings, resolve_bootstrap(settings)))
+    except Exception:  # no broker to point at yet (the local one is not running)
+        Gauge("k2_kafka_up", "1 if the Kafka broker answered the lag probe at this scrape", registry=registry).set(0)
+        return registry
+    state.lag_registry = registry
+    return registry

@@ -11,7 +11,7 @@ from k2.api.routes.ticks import Symbols
 from k2.query.engine import COUNTS_SCHEMA, QUALITY_VIEW_SCHEMA, SNAPSHOTS_SCHEMA, QueryEngine
 from k2.schemas import Dataset, arrow_schema
 
-router = APIRouter(tags=["lake"])
+router = APIRouter(tags=["lake"], responses={**models.ERROR_RESPONSES, **formats.table_responses()})
 Engine = Annotated[QueryEngine, Depends(deps.engine)]
 
 

@@ -12,13 +12,15 @@ from k2.api import deps, formats, models, paging
 from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset, arrow_schema
 
-router = APIRouter(tags=["ticks"])
+router = APIRouter(tags=["ticks"],
+                   responses={**models.ERROR_RESPONSES, **formats.table_responses(paged=True)})
 Symbols = Annotated[str | None, Query(description="Symbols, comma-separated (all when absent).")]
-Start = Annotated[dt.datetime | None, Query(description="From (inclusive), ISO-8601; no zone = UTC.")]
-End = Annotated[dt.datetime | None, Query(description="To (exclusive), ISO-8601; no zone = UTC.")]
+Start = Annotated[deps.Moment | None, Query(description="From (inclusive), ISO-8601; no zone = UTC.")]
+End = Annotated[deps.Moment | None, Query(description="To (exclusive), ISO-8601; no zone = UTC.")]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Rows per page (at most 10,000).")]
 Token = Annotated[str | None, Query(description="next_cursor of the previous page.")]
-AsOf = Annotated[dt.datetime | None, Query(description="Time travel: what the lake held at this wall time.")]
+AsOf = Annotated[deps.Moment | None,
+                 Query(description="Time travel: what the lake held at this wall time.")]
 Snapshot = Annotated[int | None, Query(description="Time travel: read this Iceberg snapshot.")]
 
 
