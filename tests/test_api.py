@@ -25,6 +25,7 @@ import uvicorn
 
 from k2.api.app import create_app
 from k2.api.formats import ARROW, PARQUET
+from k2.api.routes import analytics, lake, ticks
 from k2.query.engine import QueryEngine
 from k2.replay.engine import Replay, ReplayRequest
 from k2.schemas import Dataset
@@ -193,11 +194,13 @@ def test_health_metrics_and_openapi(served: tuple[str, Settings]) -> None:
     status, body = get_json(base, "/health/ready")
     assert status == 503 and body["checks"]["catalog"] == "ok" and body["checks"]["kafka"].startswith("failed")
     get(base, "/v1/bars", {"symbols": "AAA", "interval": "1h"})
+    assert get(base, "/wp-admin/setup.php")[0] == 404  # a scanner's path: one shared label value, not its own
     status, data, _ = get(base, "/metrics", accept="text/plain")
     text = data.decode()
     assert status == 200 and 'k2_api_request_seconds_count{method="GET",route="/v1/bars"}' in text
     assert 'k2_query_seconds_count{query="bars"}' in text and 'k2_api_responses_total{route="/v1/bars",status="200"}' \
         in text
+    assert 'k2_api_responses_total{route="unmatched",status="404"}' in text and "wp-admin" not in text
     status, spec = get_json(base, "/openapi.json")
     paths = set(spec["paths"])
     assert {"/v1/trades", "/v1/quotes", "/v1/bars", "/v1/vwap", "/v1/summary", "/v1/asof", "/v1/trades/last",
@@ -239,3 +242,52 @@ def test_k2_serve_runs_several_workers_on_loopback(served: tuple[str, Settings])
     finally:
         server.terminate()
         server.wait(30)
+
+
+JSON_ROUTES = [
+    ("/v1/trades", {**DAYS, "symbols": "AAA,BBB", "limit": 300}),
+    ("/v1/quotes", {**DAYS, "symbols": "CCC", "limit": 300}),
+    ("/v1/bars", {"symbols": "AAA,CCC", "interval": "5m"}),
+    ("/v1/vwap", {"symbols": "AAA,BBB", "interval": "1h"}),
+    ("/v1/summary", {"symbols": "AAA"}),
+    ("/v1/trades/last", {"at": "2026-03-03T15:00:00.5Z"}),
+    ("/v1/quotes/last", {"at": "2026-03-03T15:00:00Z"}),
+    ("/v1/asof", {**DAYS, "symbols": "BBB"}),
+    ("/v1/symbols", {}),
+    ("/v1/snapshots", {"dataset": "trades"}),
+]
+
+
+@pytest.mark.parametrize(("path", "params"), JSON_ROUTES, ids=[p for p, _ in JSON_ROUTES])
+def test_json_bodies_are_the_bytes_the_response_model_writes(served: tuple[str, Settings], path: str,
+                                                             params: dict[str, Any]) -> None:
+    """JSON is encoded column-wise (formats.json_body), not through the response model: byte for byte the same."""
+    base, _ = served
+    model = next(r.response_model for router in (ticks.router, analytics.router, lake.router)
+                 for r in router.routes if "/v1" + getattr(r, "path", "") == path)
+    status, arrow, headers = get(base, path, params, accept=ARROW)
+    assert status == 200, arrow
+    table = pa.ipc.open_stream(arrow).read_all()
+    assert table.num_rows > 0  # an empty page would prove nothing
+    status, body, _ = get(base, path, params)
+    cursor = json.loads(body)["next_cursor"]
+    assert cursor == headers.get("K2-Next-Cursor", headers.get("k2-next-cursor"))
+    expected = model.model_validate({"data": table.to_pylist(), "next_cursor": cursor}).model_dump_json()
+    assert body.decode() == expected
+
+
+def test_json_body_of_reference_data_is_the_response_model_s() -> None:
+    """Reference data (empty in the served lake): null-able fields, dates, decimals, with and without values."""
+    from k2.api.formats import json_body
+    from k2.schemas import arrow_schema
+    from k2.sources.generator import generate_reference
+
+    from k2.kafka.producer import with_ingest_ts
+
+    instruments = with_ingest_ts(generate_reference(["AAA", "BBB"]))
+    schema = arrow_schema(Dataset.REFERENCE)
+    table = pa.table({name: instruments.column(name) if name in instruments.column_names else
+                      pa.nulls(len(instruments), schema.field(name).type) for name in schema.names}, schema=schema)
+    model = next(r.response_model for r in lake.router.routes if getattr(r, "path", "") == "/reference")
+    expected = model.model_validate({"data": table.to_pylist(), "next_cursor": "x"}).model_dump_json()
+    assert json_body(table, "x").decode() == expected

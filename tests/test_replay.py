@@ -8,7 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -276,3 +278,32 @@ def test_the_cli_replays_to_a_file_resumes_and_refuses_a_live_topic(
     bad = k2("--speed", "fast")
     assert bad.returncode == 1 and "--speed" in bad.stderr
     assert np.isin(["AAA"], both.column("symbol").to_numpy(zero_copy_only=False)).all()
+
+
+def test_a_paced_cli_replay_exposes_its_metrics(lake: tuple[Settings, pa.Table, pa.Table]) -> None:
+    """`k2 replay --metrics-port`: events handed out and pacing lateness, scraped while the replay runs."""
+    import urllib.request
+
+    from k2.kafka.broker import free_port
+
+    settings, _, _ = lake
+    port = free_port()
+    replay = subprocess.Popen([sys.executable, "-m", "k2.cli", "replay", "--speed", "1", "--metrics-port", str(port),
+                               "--to", "csv", "--out", os.devnull], env={**os.environ, "K2_HOME": str(settings.home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, text = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and 'k2_replay_events_total{paced="yes"}' not in text:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:
+                pass
+            time.sleep(0.2)
+    finally:
+        replay.send_signal(signal.SIGINT)  # at 1x the five days would take five days: Ctrl-C prints the cursor
+        _, err = replay.communicate(timeout=60)
+    assert replay.returncode == 0 and "--resume" in err, err  # a clean stop that says where to resume
+    events = re.search(r'k2_replay_events_total\{paced="yes"\} (\S+)', text)
+    lateness = re.search(r"k2_replay_lateness_seconds_count (\S+)", text)
+    assert events and float(events.group(1)) > 0 and lateness and float(lateness.group(1)) > 0, text[-2000:]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -61,10 +64,39 @@ def _json(value: object) -> object:
     return value
 
 
-def answer(request: Request, table: pa.Table, next_cursor: str | None = None) -> Response | dict[str, Any]:
-    """The table in the format asked for; JSON as {"data": [...], "next_cursor": ...} (validated by the route's
-    response model)."""
+def answer(request: Request, table: pa.Table, next_cursor: str | None = None) -> Response:
+    """The table in the format asked for; JSON as {"data": [...], "next_cursor": ...}."""
     media_type = wanted(request)
     if media_type != "application/json":
         return binary(table, media_type, next_cursor)
-    return {"data": table.to_pylist(), "next_cursor": next_cursor}
+    return Response(json_body(table, next_cursor), media_type="application/json")
+
+
+def json_body(table: pa.Table, next_cursor: str | None = None) -> bytes:
+    """{"data": [rows], "next_cursor": …} encoded column-wise (Arrow casts, then polars' encoder), not row by row
+    through Python objects and the response model, which cost ~4x as much on a day of bars. The bytes are the
+    ones the route's response model would produce (tests/test_api.py compares them table by table)."""
+    rows = pl.from_arrow(_json_ready(table)).write_json() if table.num_rows else "[]"  # type: ignore[union-attr]
+    return b'{"data":' + rows.encode() + b',"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
+
+
+def _json_ready(table: pa.Table) -> pa.Table:
+    """Columns as the response models write them: decimals as exact strings, times as ISO-8601 UTC with a `Z` (the
+    fraction only when there is one), dates as ISO-8601, dictionaries as plain strings, non-finite floats as null."""
+    return pa.table([_json_column(column) for column in table.columns], names=table.column_names)
+
+
+def _json_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return column.cast(kind.value_type)
+    if pa.types.is_decimal(kind) or pa.types.is_date(kind):
+        return column.cast(pa.string())
+    if pa.types.is_timestamp(kind):  # as Python's datetime (microseconds), in UTC when it has a zone
+        micros = pc.cast(column, pa.timestamp("us", "UTC" if kind.tz else None), safe=False)
+        text = pc.strftime(micros, format="%Y-%m-%dT%H:%M:%S")  # %S carries the six sub-second digits
+        text = pc.replace_substring_regex(text, r"\.0+$", "")
+        return pc.binary_join_element_wise(text, "Z", "") if kind.tz else text
+    if pa.types.is_floating(kind):
+        return pc.if_else(pc.is_finite(column), column, pa.scalar(None, kind))
+    return column

@@ -63,6 +63,8 @@ def replay(
     trades_topic: Annotated[str | None, typer.Option(help="--to kafka: the topic trades are republished to.")] = None,
     quotes_topic: Annotated[str | None, typer.Option(help="--to kafka: the topic quotes are republished to.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many events (the cursor resumes).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve Prometheus /metrics (events, pacing lateness) on PORT (address: K2_METRICS_HOST).")] = None,
 ) -> None:
     """Replay trades and quotes merged in exact event order (time, sequence, quotes before trades), pinned to
     the current snapshots (or --as-of), as fast as possible or paced. Ctrl-C or --limit stop cleanly and print
@@ -85,6 +87,10 @@ def replay(
         start=parse_time(start, "--start"), end=parse_time(end, "--end"), adjust=Adjust(adjust).value,
         snapshots=dict(pins),
     )
+    if metrics_port is not None:
+        from k2.obs.metrics import serve
+
+        serve(metrics_port, settings.metrics_host)
     session = Replay(settings, request, resume, _speed(speed), _gap(skip_gaps), parse_time(as_of, "--as-of"),
                      limit=limit)
     started = time.monotonic()
