@@ -279,10 +279,9 @@ def test_json_bodies_are_the_bytes_the_response_model_writes(served: tuple[str, 
 def test_json_body_of_reference_data_is_the_response_model_s() -> None:
     """Reference data (empty in the served lake): null-able fields, dates, decimals, with and without values."""
     from k2.api.formats import json_body
+    from k2.kafka.producer import with_ingest_ts
     from k2.schemas import arrow_schema
     from k2.sources.generator import generate_reference
-
-    from k2.kafka.producer import with_ingest_ts
 
     instruments = with_ingest_ts(generate_reference(["AAA", "BBB"]))
     schema = arrow_schema(Dataset.REFERENCE)

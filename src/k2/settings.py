@@ -132,6 +132,20 @@ class Settings(BaseModel):
         31.0, gt=0, description="Widest start-to-end window of a tick or as-of request (page through longer ones)."
     )
 
+    # API security (docs/security.md)
+    api_auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on when `k2 serve` binds a non-loopback address, off on loopback."
+    )
+    api_keys_db: Path | None = Field(None, description="API key store (SQLite); default $K2_HOME/auth.db.")
+    api_roles_file: Path | None = Field(None, description="Roles and their entitlements (TOML); default: built-in.")
+    api_audit_log: Path | None = Field(None, description="Audit log of authorization decisions; default "
+                                       "$K2_HOME/audit.log.")
+    oidc_issuer: str = Field("", description="OIDC issuer whose bearer tokens are accepted (none by default).")
+    oidc_audience: str = Field("", description="The `aud` a token must carry (required with an issuer).")
+    oidc_jwks_url: str = Field("", description="The issuer's JWKS; default: from its discovery document.")
+    oidc_roles_claim: str = Field("roles", description="The token claim holding K2 role names (a dotted path).")
+    oidc_algorithms: str = Field("RS256,ES256", description="Signature algorithms accepted (never `none`).")
+
     # Replay
     replay_memory_mb: int = Field(
         1024, ge=64, description="Memory a replay may use to sort one day of events (more spills to a temp file)."
@@ -196,6 +210,14 @@ class Settings(BaseModel):
     @property
     def broker_dir(self) -> Path:
         return self.home_path / "broker"
+
+    @property
+    def keys_db(self) -> Path:
+        return self.api_keys_db or self.home_path / "auth.db"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.api_audit_log or self.home_path / "audit.log"
 
 
 def get_settings(**overrides: object) -> Settings:

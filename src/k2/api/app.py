@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from k2.api import errors
+from k2.api.auth.guard import Guard, authorize
 from k2.api.routes import analytics, health, lake, stream, ticks
 from k2.obs import tracing
 from k2.obs.metrics import API_REQUEST_SECONDS, API_RESPONSES
@@ -48,8 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"],
                            allow_headers=["*"], expose_headers=["K2-Next-Cursor"])
+    app.state.guard = Guard(settings)  # here, not at the first request: a misconfiguration stops the start
     for router in (ticks.router, analytics.router, lake.router, stream.router):
-        app.include_router(router, prefix="/v1")
+        app.include_router(router, prefix="/v1", dependencies=[Depends(authorize)])
     app.include_router(health.router)
     return app
 

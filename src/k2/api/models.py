@@ -66,6 +66,10 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The request cannot be answered as asked (a range too long, a bad "
           "interval or speed, a page token from another query …): the message says how to fix it."},
+    401: {"model": ErrorBody, "description": "Authentication is on and the request carries no valid API key or "
+          "token (docs/security.md)."},
+    403: {"model": ErrorBody, "description": "The caller's roles do not grant what the request reads: "
+          "`details.missing` names the entitlement (a dataset, or symbols)."},
     404: {"model": ErrorBody, "description": "An unknown symbol (the message names close ones) or snapshot."},
     422: {"model": ErrorBody, "description": "A parameter is malformed or out of bounds: `details` lists each one "
           "(`where`, `problem`)."},

@@ -14,7 +14,7 @@ from types import FrameType
 import typer
 from pydantic import ValidationError
 
-from k2.cli import broker, demo, dlq, ingest, lake, load, query, registry, replay, serve
+from k2.cli import apikey, broker, demo, dlq, ingest, lake, load, query, registry, replay, serve
 from k2.cli.output import console
 from k2.errors import K2Error
 from k2.obs.logs import configure_logging
@@ -39,6 +39,7 @@ app.command()(lake.rollback)
 app.command()(lake.maintain)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(registry.app, name="registry")
+app.add_typer(apikey.app, name="apikey")
 app.command()(demo.demo)
 
 log = logging.getLogger("k2")

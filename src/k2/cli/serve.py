@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from k2.cli.common import HomeOption, settings_for
+from k2.cli.output import console
 
 
 def serve(
@@ -22,6 +23,12 @@ def serve(
     overrides = {"api_host": host, "api_port": port, "api_workers": workers}
     settings = settings_for(home, **overrides)
     settings.existing_home()
+    from k2.api.auth.guard import Guard
+
+    if Guard(settings).enabled:  # refuses a configuration that would expose K2 unprotected, before binding
+        console.print(f"authentication is on ({settings.api_host}): API keys "
+                      f"{'and ' + settings.oidc_issuer + ' tokens ' if settings.oidc_issuer else ''}accepted; "
+                      f"audit log {settings.audit_log}", highlight=False)
     # worker processes build their app from the environment: hand them these settings that way
     os.environ["K2_HOME"] = str(settings.home_path)
     for name, value in overrides.items():

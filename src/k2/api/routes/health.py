@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from k2.api import deps
+from k2.api.auth.guard import authorize_metrics
 from k2.api.models import Health
 from k2.schemas import Dataset
 
@@ -57,7 +58,7 @@ def _kafka(request: Request) -> str:
     return "ok"
 
 
-@router.get("/metrics", response_class=Response,
+@router.get("/metrics", response_class=Response, dependencies=[Depends(authorize_metrics)],
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text exposition of this process's metrics, and the ingest groups' lag read from the broker."""
