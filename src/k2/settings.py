@@ -7,6 +7,7 @@ command paid (docs/benchmarks.md, CLI start-up)."""
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +133,10 @@ class Settings(BaseModel):
         31.0, gt=0, description="Widest start-to-end window of a tick or as-of request (page through longer ones)."
     )
 
+    api_cache_mb: int = Field(
+        64, ge=0, description="Hot cache of encoded answers (bars, VWAP, summaries, last) per worker; 0 = off."
+    )
+
     # API security (docs/security.md)
     api_auth: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when `k2 serve` binds a non-loopback address, off on loopback."
@@ -146,6 +151,20 @@ class Settings(BaseModel):
     oidc_roles_claim: str = Field("roles", description="The token claim holding K2 role names (a dotted path).")
     oidc_algorithms: str = Field("RS256,ES256", description="Signature algorithms accepted (never `none`).")
 
+    # API rate limits (docs/security.md, "Rate limits"): a token bucket per caller and route class, written
+    # LIMIT/PERIOD[ burst B] — LIMIT requests per PERIOD (s, min, h or d, optionally a count: 10s) sustained, and a
+    # bucket of B requests (default LIMIT) a caller at rest may spend at once
+    api_rate_limit: Literal["on", "off"] = Field("on", description="Per-caller rate limits on the /v1 routes; "
+                                                 "off = none.")
+    api_rate_point: str = Field("1000/s burst 2000", description="Point queries: /v1/trades/last, /v1/quotes/last, "
+                                "/v1/symbols, /v1/reference, /v1/corporate-actions, /v1/snapshots, /v1/quality.")
+    api_rate_analytics: str = Field("100/s burst 200", description="Analytics: /v1/bars, /v1/vwap, /v1/summary, "
+                                    "/v1/asof.")
+    api_rate_ticks: str = Field("20/s burst 100", description="Tick pages: /v1/trades, /v1/quotes.")
+    api_rate_stream: str = Field("1/s burst 10", description="Replay streams opened: /v1/replay.")
+    redis_url: str = Field("", description="Redis shared by `k2 serve` workers (redis://[:password@]host:port/db): "
+                           "rate-limit counters; unset = in-process counters, per worker.")
+
     # Replay
     replay_memory_mb: int = Field(
         1024, ge=64, description="Memory a replay may use to sort one day of events (more spills to a temp file)."
@@ -155,6 +174,12 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_rate_point", "api_rate_analytics", "api_rate_ticks", "api_rate_stream")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     @field_validator("crash_at")
     @classmethod
@@ -218,6 +243,27 @@ class Settings(BaseModel):
     @property
     def audit_log(self) -> Path:
         return self.api_audit_log or self.home_path / "audit.log"
+
+
+_PERIOD_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+                   "d": 86400, "day": 86400}
+_RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?(?:\s+burst\s+(\d+))?",
+                   re.IGNORECASE)
+
+
+def parse_rate(text: str) -> tuple[int, int, int]:
+    """A rate limit `LIMIT/PERIOD[ burst B]` ("1000/s", "600/min", "1/3s burst 3") as (LIMIT, PERIOD in
+    milliseconds, B); B is LIMIT when not given."""
+    found = _RATE.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a rate limit: write LIMIT/PERIOD, optionally with a burst, e.g. "
+                         "'1000/s', '600/min', '20/s burst 100' (periods: s, min, h, d, or a count of them: 10s)")
+    limit, count, burst = int(found.group(1)), int(found.group(2) or 1), found.group(4)
+    unit = _PERIOD_SECONDS[found.group(3).lower()]
+    bucket = int(burst) if burst is not None else limit
+    if limit < 1 or count < 1 or bucket < 1:
+        raise ValueError(f"{text!r}: the limit, the period and the burst must be at least 1")
+    return limit, count * unit * 1000, bucket
 
 
 def get_settings(**overrides: object) -> Settings:

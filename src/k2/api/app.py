@@ -17,8 +17,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from k2.api import errors
-from k2.api.auth.guard import Guard, authorize
+from k2.api import errors, ratelimit
+from k2.api.auth.guard import Guard, authorize, documented_schemes
+from k2.api.cache import ResultCache
 from k2.api.routes import analytics, health, lake, stream, ticks
 from k2.obs import tracing
 from k2.obs.metrics import API_REQUEST_SECONDS, API_RESPONSES
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = QueryEngine(settings)
         yield
         app.state.engine.close()
+        await app.state.limiter.close()
 
     tracing.enabled()  # set up now, if configured: not inside the first request
     app = FastAPI(
@@ -48,10 +50,14 @@ def create_app(settings: Settings) -> FastAPI:
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"],
-                           allow_headers=["*"], expose_headers=["K2-Next-Cursor"])
+                           allow_headers=["*"], expose_headers=["K2-Next-Cursor", "Retry-After", "RateLimit-Limit",
+                                                                  "RateLimit-Remaining", "RateLimit-Reset"])
+    app.state.cache = ResultCache(settings.api_cache_mb * 1024 * 1024)
     app.state.guard = Guard(settings)  # here, not at the first request: a misconfiguration stops the start
+    ratelimit.install(app, settings)  # app.state.limiter: per-caller token buckets by route class
     for router in (ticks.router, analytics.router, lake.router, stream.router):
-        app.include_router(router, prefix="/v1", dependencies=[Depends(authorize)])
+        app.include_router(router, prefix="/v1", dependencies=[
+            *documented_schemes(app.state.guard.enabled), Depends(authorize), Depends(ratelimit.limited)])
     app.include_router(health.router)
     return app
 

@@ -73,6 +73,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "An unknown symbol (the message names close ones) or snapshot."},
     422: {"model": ErrorBody, "description": "A parameter is malformed or out of bounds: `details` lists each one "
           "(`where`, `problem`)."},
+    429: {"model": ErrorBody, "description": "Over the caller's rate limit for this route class (point, analytics, "
+          "ticks, stream): `Retry-After` says when to retry (docs/security.md, Rate limits).",
+          "headers": {name: {"description": text, "schema": {"type": "integer", "minimum": low}}
+                      for name, text, low in (("Retry-After", "Seconds until the request would be served.", 1),
+                                              ("RateLimit-Limit", "Requests the caller's bucket holds.", 1),
+                                              ("RateLimit-Remaining", "Requests left now (0).", 0),
+                                              ("RateLimit-Reset", "Seconds until the bucket is full again.", 1))}},
     500: {"model": ErrorBody, "description": "An unexpected failure: the details are in the server's log, never in "
           "the answer."},
     503: {"model": ErrorBody, "description": "The lake's catalog cannot be read (or K2 is misconfigured): retry "

@@ -37,6 +37,8 @@ API_REQUEST_SECONDS = Histogram(
     "k2_api_request_seconds", "REST API requests by route template and method", ["route", "method"], buckets=_LATENCY
 )
 API_RESPONSES = Counter("k2_api_responses", "REST API responses by route template and status", ["route", "status"])
+API_CACHE = Counter("k2_api_cache", "Hot cache lookups of the REST API by route and outcome (hit, miss)",
+                    ["route", "outcome"])
 REPLAY_EVENTS = Counter("k2_replay_events", "Events handed out by replays", ["paced"])
 REPLAY_LATENESS_SECONDS = Histogram(
     "k2_replay_lateness_seconds", "How late paced replay events were handed out (hand-over - target)",

@@ -141,6 +141,12 @@ class QueryEngine:
         """The table's current metadata (snapshots, schema field ids, partition specs), None before it exists."""
         return self._planner.table(dataset)
 
+    def version(self, dataset: Dataset) -> str | None:
+        """An opaque token that changes with every commit to the table (append, compaction, expiry, rollback):
+        answers computed at one version hold for as long as it stays (None: no table yet)."""
+        state = self.table(dataset)
+        return state.metadata_location if state is not None else None
+
     def snapshots(self, dataset: Dataset) -> pa.Table:
         """The table's current history, newest first, with the Kafka offsets each snapshot had landed up to."""
         table = self.table(dataset)

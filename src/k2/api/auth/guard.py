@@ -11,10 +11,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from k2.api.auth import audit
 from k2.api.auth.keys import PREFIX, KeyStore
@@ -131,17 +132,30 @@ def guard(request: Request) -> Guard:
     return found
 
 
-def _credentials(api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> tuple[str | None, str | None]:
-    return api_key, bearer.credentials if bearer is not None else None
+def documented_schemes(enabled: bool) -> list[Any]:
+    """The security schemes of the OpenAPI document: only when auth is on (then every `/v1` route lists them);
+    with auth off the API takes no credentials, and its document says so."""
+    return [Depends(_API_KEY), Depends(_BEARER)] if enabled else []
 
 
-def authorize(request: Request, api_key: Annotated[str | None, Depends(_API_KEY)],
-              bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> Caller:
-    """The dependency of every `/v1` route: authenticate, then check the datasets and symbols it asks for."""
+def _credentials(request: Request) -> tuple[str | None, str | None]:
+    """(X-API-Key, the Bearer credentials of Authorization)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return request.headers.get("x-api-key") or None, bearer
+
+
+async def authorize(request: Request) -> Caller:
+    """The dependency of every `/v1` route: authenticate, then check the datasets and symbols it asks for. With
+    auth off it returns at once on the event loop; on, the work (argon2, a JWKS fetch) runs in the thread pool."""
+    if not guard(request).enabled:
+        return ANONYMOUS
+    return await run_in_threadpool(_authorized, request, *_credentials(request))
+
+
+def _authorized(request: Request, api_key: str | None, bearer: str | None) -> Caller:
     checker = guard(request)
-    caller = checker.authenticate(*_credentials(api_key, bearer))
-    if not checker.enabled:
-        return caller
+    caller = checker.authenticate(api_key, bearer)
     route = request.url.path
     datasets = _ROUTE_DATASETS.get(route) or _named_datasets(request)
     symbols = symbol_list(request.query_params.get("symbols"))
@@ -149,10 +163,9 @@ def authorize(request: Request, api_key: Annotated[str | None, Depends(_API_KEY)
     return caller
 
 
-def authorize_metrics(request: Request, api_key: Annotated[str | None, Depends(_API_KEY)],
-                      bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> Caller:
+def authorize_metrics(request: Request) -> Caller:
     checker = guard(request)
-    caller = checker.authenticate(*_credentials(api_key, bearer))
+    caller = checker.authenticate(*_credentials(request))
     if checker.enabled:
         checker.decide(caller, request.url.path, caller.entitlements.may_scrape_metrics())
     return caller

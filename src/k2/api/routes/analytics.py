@@ -6,8 +6,10 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
 from k2.api import deps, formats, models
+from k2.api.cache import cached
 from k2.api.routes.ticks import AsOf, End, Snapshot, Start, Symbols
 from k2.query.adjust import Adjust
 from k2.query.asof import ASOF_SCHEMA
@@ -18,6 +20,7 @@ router = APIRouter(tags=["analytics"], responses={**models.ERROR_RESPONSES, **fo
 Engine = Annotated[QueryEngine, Depends(deps.engine)]
 Adjustment = Annotated[Adjust, Query(description="Back-adjust for splits, or splits and dividends.")]
 MAX_ROWS = 100_000
+WITH_ACTIONS = (Dataset.TRADES, Dataset.CORPORATE_ACTIONS)  # bars and summaries may be back-adjusted
 
 
 def _checked(engine: QueryEngine, rows: Any, symbols: list[str] | None) -> Any:
@@ -33,10 +36,14 @@ def bars(request: Request, engine: Engine, symbols: Symbols = None,
          start: Start = None, end: End = None, adjust: Adjustment = Adjust.NONE, as_of: AsOf = None,
          snapshot_id: Snapshot = None) -> Any:
     """OHLCV bars with trade count and exact VWAP, on UTC boundaries."""
-    chosen = deps.symbol_list(symbols)
-    rows = _checked(engine, engine.bars(chosen, interval, deps.window(start, end), snapshot_id, as_of, adjust), chosen)
-    deps.capped(rows.num_rows, MAX_ROWS, "bars")
-    return formats.answer(request, rows)
+    def answer() -> Response:
+        chosen = deps.symbol_list(symbols)
+        rows = engine.bars(chosen, interval, deps.window(start, end), snapshot_id, as_of, adjust)
+        rows = _checked(engine, rows, chosen)
+        deps.capped(rows.num_rows, MAX_ROWS, "bars")
+        return formats.answer(request, rows)
+
+    return cached(request, engine, WITH_ACTIONS, answer)
 
 
 @router.get("/vwap", response_model=models.page_model("Vwap", VWAP_BUCKET_SCHEMA.remove(1).insert(
@@ -45,10 +52,13 @@ def vwap(request: Request, engine: Engine, symbols: Symbols = None, start: Start
          interval: Annotated[str | None, Query(description="Per bucket of this interval (else the window).")] = None,
          as_of: AsOf = None, snapshot_id: Snapshot = None) -> Any:
     """Volume-weighted average price per symbol over the window, or per bucket (`bar_start` is then set)."""
-    chosen = deps.symbol_list(symbols)
-    rows = _checked(engine, engine.vwap(chosen, deps.window(start, end), interval, snapshot_id, as_of), chosen)
-    deps.capped(rows.num_rows, MAX_ROWS, "VWAP rows")
-    return formats.answer(request, rows)
+    def answer() -> Response:
+        chosen = deps.symbol_list(symbols)
+        rows = _checked(engine, engine.vwap(chosen, deps.window(start, end), interval, snapshot_id, as_of), chosen)
+        deps.capped(rows.num_rows, MAX_ROWS, "VWAP rows")
+        return formats.answer(request, rows)
+
+    return cached(request, engine, (Dataset.TRADES,), answer)
 
 
 @router.get("/summary", response_model=models.page_model("DailySummary", SUMMARY_SCHEMA))
@@ -59,21 +69,27 @@ def summary(request: Request, engine: Engine, symbols: Symbols = None,
                                 Query(alias="to", description="Last session date.")] = None,
             adjust: Adjustment = Adjust.NONE, as_of: AsOf = None, snapshot_id: Snapshot = None) -> Any:
     """Daily figures per symbol and session date in the exchange's own time zone."""
-    chosen = deps.symbol_list(symbols)
-    rows = _checked(engine, engine.summary(chosen, first_day, last_day, snapshot_id, as_of, adjust), chosen)
-    deps.capped(rows.num_rows, MAX_ROWS, "daily rows")
-    return formats.answer(request, rows)
+    def answer() -> Response:
+        chosen = deps.symbol_list(symbols)
+        rows = _checked(engine, engine.summary(chosen, first_day, last_day, snapshot_id, as_of, adjust), chosen)
+        deps.capped(rows.num_rows, MAX_ROWS, "daily rows")
+        return formats.answer(request, rows)
+
+    return cached(request, engine, WITH_ACTIONS, answer)
 
 
 def _last(request: Request, engine: QueryEngine, dataset: Dataset, at: dt.datetime, symbols: str | None,
           as_of: dt.datetime | None, snapshot_id: int | None) -> Any:
-    chosen = deps.symbol_list(symbols)
-    moment = deps.window(at, None).start
-    assert moment is not None
-    rows = engine.last(dataset, chosen, moment, snapshot_id, as_of)
-    if rows.num_rows == 0 and chosen:
-        engine.check_symbols(dataset, chosen)
-    return formats.answer(request, rows)
+    def answer() -> Response:
+        chosen = deps.symbol_list(symbols)
+        moment = deps.window(at, None).start
+        assert moment is not None
+        rows = engine.last(dataset, chosen, moment, snapshot_id, as_of)
+        if rows.num_rows == 0 and chosen:
+            engine.check_symbols(dataset, chosen)
+        return formats.answer(request, rows)
+
+    return cached(request, engine, (dataset,), answer)
 
 
 At = Annotated[deps.Moment, Query(description="The moment, ISO-8601; no zone = UTC.")]
