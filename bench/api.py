@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=500, help="different requests the clients draw from")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--auth", action="store_true", help="also measure with API-key authentication on")
+    parser.add_argument("--redis", action="store_true",
+                        help="also measure the hot cache with its Redis tier (starts a loopback redis-server)")
     parser.add_argument("--client", choices=KINDS)
     parser.add_argument("--port", type=int)
     parser.add_argument("--key", default="")
@@ -193,6 +195,34 @@ def main() -> None:
     configs = [("HTTP, cache off", {"K2_API_CACHE_MB": "0"}, ""), ("HTTP, hot cache", {}, "")]
     if options.auth:
         configs.append(("HTTP, hot cache, API key", {"K2_API_AUTH": "on"}, api_key(home)))
+    redis = start_redis() if options.redis else None
+    if redis is not None:
+        configs.append(("HTTP, hot cache + Redis tier", {"K2_API_CACHE_REDIS": "on", "K2_REDIS_URL": redis[1]}, ""))
+    try:
+        measure_configs(home, options, configs, rows)
+    finally:
+        if redis is not None:
+            redis[0].terminate()
+    report(rows)
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--redis needs redis-server (apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                               "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def measure_configs(home: Path, options: argparse.Namespace, configs: list[tuple[str, dict[str, str], str]],
+                    rows: list[tuple[str, str, int, dict[str, float]]]) -> None:
     for label, env, key in configs:
         server, port = start_server(home, options.workers, env)
         try:
@@ -203,7 +233,6 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-    report(rows)
 
 
 def in_process(home: Path, options: argparse.Namespace) -> list[tuple[str, str, int, dict[str, float]]]:

@@ -21,6 +21,7 @@ from k2.schemas import Dataset
 from k2.settings import Settings
 from k2.sources.generator import generate_trades
 from tests.test_api import get
+from tests.test_ratelimit import redis_url  # noqa: F401 - a fixture
 from tests.test_replay import _build, _land
 
 BARS = ("/v1/bars", {"symbols": "AAA", "interval": "1h"})
@@ -60,7 +61,8 @@ class Outcomes:
 
     def __call__(self) -> dict[str, float]:
         now = self._read()
-        return {k: now.get(k, 0.0) - self._start.get(k, 0.0) for k in ("hit", "miss")}
+        return {k: now.get(k, 0.0) - self._start.get(k, 0.0) for k in ("hit", "miss", "shared_hit")
+                if k != "shared_hit" or now.get(k, 0.0) - self._start.get(k, 0.0)}
 
 
 def test_a_repeat_is_a_hit_and_a_new_commit_is_a_miss(lake: Settings) -> None:
@@ -107,3 +109,29 @@ def test_the_cache_can_be_turned_off(lake: Settings) -> None:
         outcomes = Outcomes(base, path)
         assert get(base, path, params)[1] == get(base, path, params)[1]
         assert outcomes() == {"hit": 0.0, "miss": 0.0}
+
+
+def test_with_redis_what_one_worker_computed_another_reads(lake: Settings, redis_url: str) -> None:  # noqa: F811
+    shared = lake.model_copy(update={"redis_url": redis_url, "api_cache_redis": True})
+    path, params = BARS
+    for first in _serve(shared):
+        for second in _serve(shared):
+            outcomes = Outcomes(first, path)
+            computed = get(first, path, params)[1]
+            assert outcomes() == {"hit": 0.0, "miss": 1.0}
+            read = get(second, path, params)[1]  # the other worker has never answered it: Redis has
+            assert read == computed and outcomes() == {"hit": 0.0, "miss": 1.0, "shared_hit": 1.0}
+            _land(lake, Dataset.TRADES, generate_trades(dt.date(2026, 3, 4), ["AAA"], 20, seed=3), commits=1)
+            fresh = get(second, path, params)[1]
+            assert fresh != computed and outcomes()["miss"] == 2.0  # a new version: computed, not shared
+
+
+def test_an_unreachable_redis_costs_the_cache_not_the_answer(lake: Settings) -> None:
+    from k2.kafka.broker import free_port
+
+    nowhere = lake.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "api_cache_redis": True})
+    path, params = BARS
+    for base in _serve(nowhere):
+        outcomes = Outcomes(base, path)
+        assert get(base, path, params)[0] == 200 and get(base, path, params)[0] == 200
+        assert outcomes() == {"hit": 1.0, "miss": 1.0}  # the in-process tier still works

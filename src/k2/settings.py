@@ -136,6 +136,9 @@ class Settings(BaseModel):
     api_cache_mb: int = Field(
         64, ge=0, description="Hot cache of encoded answers (bars, VWAP, summaries, last) per worker; 0 = off."
     )
+    api_cache_redis: bool = Field(
+        False, description="Also keep the hot cache's answers in Redis (K2_REDIS_URL), shared by every worker."
+    )
 
     # API security (docs/security.md)
     api_auth: Literal["auto", "on", "off"] = Field(

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from k2.api import errors, ratelimit
 from k2.api.auth.guard import Guard, authorize, documented_schemes
-from k2.api.cache import ResultCache
+from k2.api.cache import ResultCache, shared_cache
 from k2.api.routes import analytics, health, lake, stream, ticks
 from k2.obs import tracing
 from k2.obs.metrics import API_REQUEST_SECONDS, API_RESPONSES
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
                            allow_headers=["*"], expose_headers=["K2-Next-Cursor", "Retry-After", "RateLimit-Limit",
                                                                   "RateLimit-Remaining", "RateLimit-Reset"])
     app.state.cache = ResultCache(settings.api_cache_mb * 1024 * 1024)
+    app.state.shared_cache = shared_cache(settings)
     app.state.guard = Guard(settings)  # here, not at the first request: a misconfiguration stops the start
     ratelimit.install(app, settings)  # app.state.limiter: per-caller token buckets by route class
     for router in (ticks.router, analytics.router, lake.router, stream.router):
