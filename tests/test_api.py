@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from k2.api.app import create_app
 from k2.api.formats import ARROW, PARQUET
@@ -41,7 +43,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Sett
     # no broker: readiness says so; no rate limits (tests/test_ratelimit.py has theirs): the fuzzing here sends
     # hundreds of requests a second, and which of them a limit refused would depend on the machine's speed
     settings = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "api_rate_limit": "off"})
-    app = create_app(settings)
+    with api_server(create_app(settings)) as base:
+        yield base, settings
+
+
+@contextmanager
+def api_server(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port, in a thread: its base URL."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -49,10 +57,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Sett
     while not server.started:
         assert time.monotonic() < deadline, "the API did not start"
         time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", settings
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def get(base: str, path: str, params: dict[str, Any] | None = None,

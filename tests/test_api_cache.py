@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from k2.api.app import create_app
 from k2.lake import snapshots
@@ -20,7 +17,7 @@ from k2.query.engine import QueryEngine
 from k2.schemas import Dataset
 from k2.settings import Settings
 from k2.sources.generator import generate_trades
-from tests.test_api import get
+from tests.test_api import api_server, get
 from tests.test_ratelimit import redis_url  # noqa: F401 - a fixture
 from tests.test_replay import _build, _land
 
@@ -29,16 +26,8 @@ LAST = ("/v1/trades/last", {"symbols": "AAA", "at": "2026-03-05T00:00:00Z"})
 
 
 def _serve(settings: Settings) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
+    with api_server(create_app(settings)) as base:
+        yield base
 
 
 @pytest.fixture

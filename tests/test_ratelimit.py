@@ -13,7 +13,6 @@ import logging
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from k2.api import ratelimit
 from k2.api.app import create_app
 from k2.api.auth.keys import KeyStore
 from k2.settings import Settings, parse_rate
+from tests.test_api import api_server
 from tests.test_replay import _build
 
 DAY = {"start": "2026-03-02", "end": "2026-03-03"}
@@ -50,18 +49,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, 
 @contextmanager
 def serving(settings: Settings) -> Iterator[str]:
     """An app of its own (its own buckets) on a loopback port, in a thread."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with api_server(create_app(settings)) as base:
+        yield base.removeprefix("http://")
 
 
 def call(address: str, route: tuple[str, dict[str, Any]], key: str | None = None,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
@@ -26,6 +25,7 @@ from k2.api.app import create_app
 from k2.api.auth import tokens
 from k2.api.auth.keys import KeyStore
 from k2.settings import Settings
+from tests.test_api import api_server
 from tests.test_replay import _build
 
 ISSUER, AUDIENCE = "https://issuer.example", "k2-api"
@@ -93,17 +93,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Set
     store = KeyStore(settings.keys_db)
     keys = {role: store.create(f"owner-{role}", (role,), None)[0]
             for role in ("reader", "trades-only", "aaa-desk", "scraper")}
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", settings, jwks, keys
-    server.should_exit = True
-    thread.join(10)
+    with api_server(create_app(settings)) as base:
+        yield base, settings, jwks, keys
 
 
 def _call(base: str, path: str, params: dict[str, Any] | None = None,
