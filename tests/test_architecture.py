@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": set(),
     "arrow_util": set(),
     "data": set(),
+    "console": set(),
     "obs": set(),
     "settings": {"errors", "faults"},
     "schemas": set(),
@@ -29,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": BASE | {"codec", "registry", "kafka", "lake", "sources"},
     "query": BASE | {"lake"},
     "replay": BASE | {"lake", "query", "kafka", "registry"},
-    "api": BASE | {"lake", "query", "replay", "kafka"},
+    "api": BASE | {"lake", "query", "replay", "kafka", "console"},
     "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "replay", "api", "data",
             "runtime"},
 }

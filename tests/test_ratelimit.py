@@ -222,8 +222,10 @@ def test_every_v1_route_has_a_route_class(lake: tuple[Settings, dict[str, str]])
     assert {path for path in paths if path.startswith("/v1/")} == set(ratelimit.ROUTE_CLASSES)
     assert set(ratelimit.ROUTE_CLASSES.values()) == set(ratelimit.CLASSES)
     for path in ratelimit.ROUTE_CLASSES:  # the 429 is documented, with its fields
-        refused = paths[path]["get"]["responses"]["429"]
-        assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(refused["headers"])
+        for operation in paths[path].values():
+            refused = operation["responses"]["429"]
+            assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(
+                refused["headers"])
 
 
 def test_rate_settings_are_checked() -> None:

@@ -20,6 +20,10 @@ class InputError(K2Error):
     """A file cannot be read as asked: missing, a directory, empty, or not in any layout K2 knows."""
 
 
+class ConflictError(InputError):
+    """The request clashes with what exists: a tag name already in use."""
+
+
 class BrokerError(K2Error):
     """The local broker could not be started, found or stopped."""
 

@@ -129,6 +129,7 @@ class Settings(BaseModel):
     api_port: int = Field(8000, ge=1, le=65535, description="Port of `k2 serve`.")
     api_workers: int = Field(1, ge=1, description="Worker processes of `k2 serve`.")
     api_cors_origins: str = Field("", description="Origins allowed by CORS, comma-separated (none by default).")
+    api_console: bool = Field(True, description="Serve the web console at / (docs/console.md).")
     api_max_range_days: float = Field(
         31.0, gt=0, description="Widest start-to-end window of a tick or as-of request (page through longer ones)."
     )

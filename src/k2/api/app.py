@@ -17,10 +17,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from k2.api import errors, ratelimit
+from k2 import console
+from k2.api import errors, ratelimit, watch
 from k2.api.auth.guard import Guard, authorize, documented_schemes
 from k2.api.cache import ResultCache, shared_cache
-from k2.api.routes import analytics, health, lake, stream, ticks
+from k2.api.routes import account, analytics, health, lake, pipeline, stream, ticks
 from k2.obs import tracing
 from k2.obs.metrics import API_REQUEST_SECONDS, API_RESPONSES
 from k2.query.engine import QueryEngine
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.engine = QueryEngine(settings)
         yield
+        watch.close(app)
         app.state.engine.close()
         await app.state.limiter.close()
 
@@ -56,10 +58,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.shared_cache = shared_cache(settings)
     app.state.guard = Guard(settings)  # here, not at the first request: a misconfiguration stops the start
     ratelimit.install(app, settings)  # app.state.limiter: per-caller token buckets by route class
-    for router in (ticks.router, analytics.router, lake.router, stream.router):
+    for router in (ticks.router, analytics.router, lake.router, stream.router, pipeline.router, account.router):
         app.include_router(router, prefix="/v1", dependencies=[
             *documented_schemes(app.state.guard.enabled), Depends(authorize), Depends(ratelimit.limited)])
     app.include_router(health.router)
+    if settings.api_console:
+        app.router.routes.extend(console.routes())
     return app
 
 

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from k2.errors import (
     CatalogError,
     ConfigError,
+    ConflictError,
     InputError,
     K2Error,
     QueryError,
@@ -41,6 +42,7 @@ _K2_ERRORS: list[tuple[type[K2Error], int, str]] = [
     (UnknownSymbolError, 404, "unknown_symbol"),
     (SnapshotNotFoundError, 404, "snapshot_not_found"),
     (QueryError, 400, "bad_query"),
+    (ConflictError, 409, "conflict"),
     (InputError, 400, "bad_input"),
     (CatalogError, 503, "catalog_unavailable"),
     (ConfigError, 503, "misconfigured"),

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 # the route class of every /v1 route (a test checks that each route of the app has one)
 ROUTE_CLASSES: dict[str, str] = {
     "/v1/trades/last": "point", "/v1/quotes/last": "point", "/v1/symbols": "point", "/v1/reference": "point",
-    "/v1/corporate-actions": "point", "/v1/snapshots": "point", "/v1/quality": "point",
+    "/v1/corporate-actions": "point", "/v1/snapshots": "point", "/v1/quality": "point", "/v1/me": "point",
+    "/v1/pipeline/lag": "point", "/v1/pipeline/dead-letters": "point", "/v1/snapshots/tags": "point",
     "/v1/bars": "analytics", "/v1/vwap": "analytics", "/v1/summary": "analytics", "/v1/asof": "analytics",
     "/v1/trades": "ticks", "/v1/quotes": "ticks",
     "/v1/replay": "stream",

@@ -91,7 +91,7 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _letter(message: Message) -> DeadLetter:
+def letter_of(message: Message) -> DeadLetter:
     headers: dict[str, str] = {}
     for key, value in list(message.headers() or []):  # type: ignore[str-unpack]  # stubs: headers may be a str
         headers[str(key)] = value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
@@ -144,7 +144,7 @@ class DeadLetterReader:
         # measured over empty polls only, not over the time the caller spends between letters (re-driving them)
         quiet_since: float | None = None
         while quiet_since is None or time.monotonic() - quiet_since < idle_seconds:
-            letters = [_letter(m) for m in self._consumer.consume(1000, timeout=0.2) if m.error() is None]
+            letters = [letter_of(m) for m in self._consumer.consume(1000, timeout=0.2) if m.error() is None]
             quiet_since = (quiet_since or time.monotonic()) if not letters else None
             yield from letters
 

@@ -87,7 +87,8 @@ class LagCollector(Collector):
         self._measured_at = -float("inf")
         self._last: list[TopicLag] | None = None
 
-    def _measure(self) -> list[TopicLag] | None:
+    def measure(self) -> list[TopicLag] | None:
+        """Each dataset's lag now (at most `cache_seconds` old); None when the broker did not answer."""
         with self._lock:
             if time.monotonic() - self._measured_at >= self._cache_seconds:
                 try:
@@ -98,7 +99,7 @@ class LagCollector(Collector):
             return self._last
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        lags = self._measure()
+        lags = self.measure()
         up = GaugeMetricFamily("k2_kafka_up", "1 if the Kafka broker answered the lag probe at this scrape")
         up.add_metric([], 0 if lags is None else 1)
         yield up

@@ -1,4 +1,4 @@
-"""A table's history as it stands: the current snapshot and its ancestors, and rolling back to one of them.
+"""A table's history as it stands: the current snapshot and its ancestors, rolling back to one of them, tags.
 
 After a rollback the undone snapshots stay in the metadata but are no longer ancestors of the current one, so
 everything K2 derives from history (landed offsets, which quality rows count) follows this ancestry, never the
@@ -8,10 +8,11 @@ list of all snapshots.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from k2.errors import SnapshotNotFoundError
+from k2.errors import ConflictError, InputError, SnapshotNotFoundError
 
 if TYPE_CHECKING:  # readers use lake/metadata.py's lighter objects of the same shape: no pyiceberg import
     from pyiceberg.table import Table
@@ -103,4 +104,26 @@ def rollback(table: Table, snapshot_id: int) -> Snapshot:
             f"back itself); {describe_snapshots(table)}"
         )
     table.manage_snapshots().rollback_to_snapshot(snapshot_id).commit()
+    return snapshot
+
+
+TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def tag_snapshot(table: Table, snapshot_id: int, name: str) -> Snapshot:
+    """Tag a snapshot of the table's history: the tag pins it (expiry keeps tagged snapshots), so that what the
+    lake held then stays answerable (`snapshot_id` on every query). A name already in use is refused, never moved:
+    a tag is a record of what was known."""
+    if not TAG_NAME.fullmatch(name):
+        raise InputError(f"tag {name[:120]!r}: use 1 to 100 letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit")
+    snapshot = require_snapshot(table, snapshot_id)
+    if all(s.snapshot_id != snapshot_id for s in ancestry(table.metadata)):
+        raise SnapshotNotFoundError(f"snapshot {snapshot_id} is not in the current history of {table.name()[-1]} "
+                                    f"(it was rolled back); {describe_snapshots(table)}")
+    if name in table.metadata.refs:
+        held = table.metadata.refs[name].snapshot_id
+        raise ConflictError(f"{table.name()[-1]} already has a tag or branch {name!r} (on snapshot {held}); "
+                         "choose another name")
+    table.manage_snapshots().create_tag(snapshot_id, name).commit()
     return snapshot

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.errors import QueryError, UnknownSymbolError
-from k2.lake.metadata import TableState
+from k2.lake.metadata import COMPACTION_PROPERTY, TableState
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.partials import MINUTE_US, Partials, raw_partials
 from k2.query.adjust import PRICE_COLUMNS, Adjust, adjust_bars
@@ -78,7 +78,7 @@ QUALITY_VIEW_SCHEMA = pa.schema([
 
 SNAPSHOTS_SCHEMA = pa.schema([
     ("snapshot_id", pa.int64()), ("committed_at", _TS), ("operation", pa.string()), ("added_rows", pa.int64()),
-    ("total_rows", pa.int64()), ("kafka_offsets", pa.string()),
+    ("total_rows", pa.int64()), ("kafka_offsets", pa.string()), ("compaction", pa.string()), ("tags", pa.string()),
 ])
 
 
@@ -148,10 +148,15 @@ class QueryEngine:
         return state.metadata_location if state is not None else None
 
     def snapshots(self, dataset: Dataset) -> pa.Table:
-        """The table's current history, newest first, with the Kafka offsets each snapshot had landed up to."""
+        """The table's current history, newest first, with the Kafka offsets each snapshot had landed up to, the
+        files a compaction rewrote, and the tags that pin a snapshot (kept by expiry)."""
         table = self.table(dataset)
         if table is None:
             return SNAPSHOTS_SCHEMA.empty_table()
+        tags: dict[int, list[str]] = {}
+        for name, (snapshot_id, kind) in sorted(table.refs.items()):
+            if kind == "tag":
+                tags.setdefault(snapshot_id, []).append(name)
         rows = []
         for snapshot in table.ancestry():
             extra = snapshot.summary.additional_properties
@@ -162,6 +167,8 @@ class QueryEngine:
                 "added_rows": int(extra.get("added-records", 0)),
                 "total_rows": int(extra.get("total-records", 0)),
                 "kafka_offsets": _describe_offsets(snapshot.property_value(OFFSETS_PROPERTY)),
+                "compaction": snapshot.property_value(COMPACTION_PROPERTY),  # "<files read> -> <files written>"
+                "tags": ",".join(tags.get(snapshot.snapshot_id, [])) or None,
             })
         return pa.Table.from_pylist(rows, schema=SNAPSHOTS_SCHEMA)
 

@@ -35,7 +35,12 @@ _ROUTE_DATASETS: dict[str, tuple[str, ...]] = {
     "/v1/trades": ("trades",), "/v1/quotes": ("quotes",), "/v1/bars": ("trades",), "/v1/vwap": ("trades",),
     "/v1/summary": ("trades",), "/v1/trades/last": ("trades",), "/v1/quotes/last": ("quotes",),
     "/v1/asof": ("trades", "quotes"), "/v1/symbols": ("trades",), "/v1/reference": ("reference",),
-    "/v1/corporate-actions": ("reference",), "/v1/quality": ("quality",),
+    "/v1/corporate-actions": ("reference",), "/v1/quality": ("quality",), "/v1/me": (),
+    "/v1/pipeline/lag": (), "/v1/pipeline/dead-letters": (), "/v1/snapshots/tags": (),
+}
+# routes that need more than datasets: the pipeline view (operational data) and changes to the lake
+_ROUTE_NEEDS: dict[str, str] = {
+    "/v1/pipeline/lag": "metrics", "/v1/pipeline/dead-letters": "metrics", "/v1/snapshots/tags": "admin",
 }
 
 
@@ -157,7 +162,12 @@ def _authorized(request: Request, api_key: str | None, bearer: str | None) -> Ca
     checker = guard(request)
     caller = checker.authenticate(api_key, bearer)
     route = request.url.path
-    datasets = _ROUTE_DATASETS.get(route) or _named_datasets(request)
+    needs = _ROUTE_NEEDS.get(route)
+    if needs is not None:
+        allowed = caller.entitlements
+        checker.decide(caller, route, allowed.may_administer() if needs == "admin" else allowed.may_scrape_metrics())
+        return caller
+    datasets = _ROUTE_DATASETS[route] if route in _ROUTE_DATASETS else _named_datasets(request)
     symbols = symbol_list(request.query_params.get("symbols"))
     checker.decide(caller, route, caller.entitlements.check(datasets, symbols))
     return caller

@@ -5,7 +5,8 @@ Roles come from a TOML file (`K2_API_ROLES_FILE`) or the built-in set:
     [roles.asx-equities]
     datasets = ["trades", "quotes"]
     symbols = ["BHP", "CBA", "W*"]     # fnmatch patterns; absent = every symbol
-    metrics = false                    # may scrape /metrics
+    metrics = false                    # may scrape /metrics and read the pipeline view (lag, dead letters)
+    admin = false                      # may change the lake: tag snapshots (the console's admin actions)
 
 A request outside a caller's entitlements is refused (403) with the missing entitlement named; results are never
 filtered to fit, so an answer is always the whole answer.
@@ -30,6 +31,7 @@ class Role:
     datasets: frozenset[str]
     symbols: tuple[str, ...] = ()  # fnmatch patterns; empty: every symbol
     metrics: bool = False
+    admin: bool = False
 
 
 BUILT_IN: dict[str, Role] = {
@@ -37,6 +39,7 @@ BUILT_IN: dict[str, Role] = {
     "trades-reader": Role("trades-reader", frozenset({"trades", "reference"})),
     "quotes-reader": Role("quotes-reader", frozenset({"quotes", "reference"})),
     "metrics": Role("metrics", frozenset(), metrics=True),
+    "admin": Role("admin", frozenset(DATASETS), metrics=True, admin=True),
 }
 
 
@@ -61,8 +64,14 @@ class Entitlements:
     def may_scrape_metrics(self) -> Denial | None:
         if self.unrestricted or any(r.metrics for r in self.roles):
             return None
-        return Denial("metrics", f"reading /metrics needs a role with `metrics = true`; the caller's roles: "
-                      f"{self.names()}")
+        return Denial("metrics", "metrics and the pipeline view need a role with `metrics = true`; the caller's "
+                      f"roles: {self.names()}")
+
+    def may_administer(self) -> Denial | None:
+        if self.unrestricted or any(r.admin for r in self.roles):
+            return None
+        return Denial("admin", f"this is an admin action: it needs a role with `admin = true` (the built-in "
+                      f"`admin`); the caller's roles: {self.names()}")
 
     def check(self, datasets: Iterable[str], symbols: list[str] | None) -> Denial | None:
         """None when every dataset may be read for `symbols` (None: every symbol)."""
@@ -104,7 +113,8 @@ def _role(name: str, spec: Mapping[str, object], path: Path) -> Role:
         raise InputError(f"{path}: role {name!r}: datasets must be a list of {', '.join(DATASETS)}")
     if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
         raise InputError(f"{path}: role {name!r}: symbols must be a list of symbol patterns")
-    return Role(name, frozenset(datasets), tuple(symbols), bool(spec.get("metrics", False)))
+    return Role(name, frozenset(datasets), tuple(symbols), bool(spec.get("metrics", False)),
+                bool(spec.get("admin", False)))
 
 
 def entitlements(roles: Mapping[str, Role], names: Iterable[str]) -> Entitlements:

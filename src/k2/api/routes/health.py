@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from k2.api import deps
+from k2.api import deps, watch
 from k2.api.auth.guard import authorize_metrics
 from k2.api.models import Health
 from k2.schemas import Dataset
@@ -69,23 +69,19 @@ def metrics(request: Request) -> Response:
 
 
 def _lag_registry(request: Request) -> CollectorRegistry:
-    """The lag collector of this process, made at the first scrape that finds a broker (the API may start before
-    the broker does); until then the exposition says the broker is down."""
+    """The lag collector's registry, made at the first scrape that finds a broker; until then the exposition says
+    the broker is down."""
     from prometheus_client import CollectorRegistry, Gauge
-
-    from k2.kafka.broker import resolve_bootstrap
-    from k2.kafka.lag import LagCollector
 
     state = request.app.state
     found: CollectorRegistry | None = getattr(state, "lag_registry", None)
     if found is not None:
         return found
     registry = CollectorRegistry()
-    settings = deps.settings(request)
-    try:
-        registry.register(LagCollector(settings, resolve_bootstrap(settings)))
-    except Exception:  # no broker to point at yet (the local one is not running)
+    collector = watch.lag_collector(request)
+    if collector is None:
         Gauge("k2_kafka_up", "1 if the Kafka broker answered the lag probe at this scrape", registry=registry).set(0)
         return registry
+    registry.register(collector)
     state.lag_registry = registry
     return registry

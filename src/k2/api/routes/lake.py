@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 
 from k2.api import deps, formats, models
+from k2.api.errors import ApiError
 from k2.api.routes.ticks import Symbols
 from k2.query.engine import COUNTS_SCHEMA, QUALITY_VIEW_SCHEMA, SNAPSHOTS_SCHEMA, QueryEngine
 from k2.schemas import Dataset, arrow_schema
@@ -46,3 +48,31 @@ def snapshots(request: Request, engine: Engine,
 def quality(request: Request, engine: Engine, symbols: Symbols = None) -> Any:
     """Per dataset, symbol and day: received, landed, duplicates dropped, late rows, sequence gaps."""
     return formats.answer(request, engine.quality(deps.symbol_list(symbols)))
+
+
+class TagRequest(BaseModel):
+    dataset: Literal["trades", "quotes", "reference", "corporate_actions"] = "trades"
+    snapshot_id: int
+    name: str = Field(min_length=1, max_length=100, description="Letters, digits, '.', '_' or '-'.")
+
+
+class Tagged(BaseModel):
+    dataset: str
+    snapshot_id: int
+    name: str
+
+
+@router.post("/snapshots/tags", response_model=Tagged, status_code=201, responses={409: {
+    "model": models.ErrorBody, "description": "The table already has a tag or branch of that name."}})
+def tag(request: Request, body: TagRequest) -> Tagged:
+    """Admin: tag a snapshot so that it is kept (expiry keeps tagged snapshots) and stays answerable by
+    `snapshot_id`, e.g. what the lake held at a day's close. A tag is never moved: a name in use is a 409."""
+    from k2.lake.catalog import load_table, open_catalog
+    from k2.lake.snapshots import tag_snapshot
+
+    settings = deps.settings(request)
+    table = load_table(open_catalog(settings), settings, Dataset(body.dataset))
+    if table is None:
+        raise ApiError(404, "snapshot_not_found", f"there is no {body.dataset} table yet")
+    tag_snapshot(table, body.snapshot_id, body.name)  # the engine sees it at its next look at the catalog
+    return Tagged(dataset=body.dataset, snapshot_id=body.snapshot_id, name=body.name)
