@@ -306,3 +306,35 @@ def test_json_body_of_reference_data_is_the_response_model_s(small_rows: int, mo
     model = next(r.response_model for r in lake.router.routes if getattr(r, "path", "") == "/reference")
     expected = model.model_validate({"data": table.to_pylist(), "next_cursor": "x"}).model_dump_json()
     assert json_body(table, "x").decode() == expected
+
+
+def _post_json(base: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_snapshot_tag_is_made_once_listed_and_never_moved(served: tuple[str, Settings]) -> None:
+    base, _ = served
+    _, history = get_json(base, "/v1/snapshots", {"dataset": "quotes"})
+    first, newest = history["data"][-1]["snapshot_id"], history["data"][0]["snapshot_id"]
+    status, made = _post_json(base, "/v1/snapshots/tags", {"dataset": "quotes", "snapshot_id": first,
+                                                          "name": "api-test.1"})
+    assert (status, made) == (201, {"dataset": "quotes", "snapshot_id": first, "name": "api-test.1"})
+    _, listed = get_json(base, "/v1/snapshots", {"dataset": "quotes"})
+    assert {s["snapshot_id"]: s["tags"] for s in listed["data"]}[first] == "api-test.1"
+    assert all(s["compaction"] is None for s in listed["data"])  # appends only in this lake
+    status, body = _post_json(base, "/v1/snapshots/tags", {"dataset": "quotes", "snapshot_id": newest,
+                                                          "name": "api-test.1"})
+    assert status == 409 and body["error"]["code"] == "conflict" and "already has" in body["error"]["message"]
+    status, body = _post_json(base, "/v1/snapshots/tags", {"dataset": "quotes", "snapshot_id": 42, "name": "x"})
+    assert status == 404 and body["error"]["code"] == "snapshot_not_found"
+    status, body = _post_json(base, "/v1/snapshots/tags", {"dataset": "quotes", "snapshot_id": first,
+                                                          "name": "no spaces please"})
+    assert status == 400 and "letters, digits" in body["error"]["message"]
+    # a time-travel query by the tagged snapshot answers as before
+    assert get_json(base, "/v1/quotes", {**DAYS, "snapshot_id": first, "limit": 5})[0] == 200

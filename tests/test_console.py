@@ -399,10 +399,14 @@ def test_the_pipeline_view_shows_landed_rows_lag_dead_letters_gaps_and_commits(
 
         # live: the rest lands, and the view follows without a reload
         refreshes = view["refreshes"]
+        poison.produce(settings.topic_trades, b"\x00\x00\x00\x03\xe7" + bytes(12), key=b"CCC")  # schema id 999
+        assert poison.flush(10) == 0
         assert pipeline.ingest(settings, bootstrap).rows_landed == waiting.num_rows
         wait_for(browser, f"window.k2console.state.pipeline.refreshes > {refreshes} && "
-                          f"window.k2console.state.pipeline.landedLastHour === {landed + waiting.num_rows}",
-                 timeout=30, what="the live refresh")
+                          f"window.k2console.state.pipeline.landedLastHour === {landed + waiting.num_rows} && "
+                          "window.k2console.state.pipeline.deadLetters === 2", timeout=30, what="the live refresh")
+        reasons = browser.find_elements(By.CSS_SELECTOR, "#dlq-table tbody tr")
+        assert len(reasons) == 2 and "schema id 999 is not registered" in browser.find_element(By.ID, "dlq-table").text
         if settings.broker == "noida":
             wait_for(browser, "window.k2console.state.pipeline.lag === 0", timeout=30)
         no_script_errors(browser)

@@ -186,7 +186,19 @@ def test_expiry_keeps_tags_offsets_and_quality_counts_and_removes_orphans(kafka_
     assert again.rows_landed > 0 and again.duplicates == 0
     table.refresh()
     tagged = list(ancestry(table.metadata))[-1].snapshot_id  # the first commit, kept by a tag
-    table.manage_snapshots().create_tag(tagged, "audit-2026").commit()
+    env = {**os.environ, "K2_HOME": str(settings.home), "K2_KAFKA_BOOTSTRAP": bootstrap}
+    k2 = [sys.executable, "-m", "k2.cli"]
+    done = subprocess.run([*k2, "tag", "audit-2026", "--snapshot", str(tagged)], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and f"tagged snapshot {tagged} as audit-2026" in done.stdout, done.stderr
+    for refused, why in ((["audit-2026"], "already has a tag or branch 'audit-2026'"),  # a tag is never moved
+                         (["x", "--snapshot", str(history[0].snapshot_id)], "was rolled back"),
+                         (["two words"], "use 1 to 100 letters")):
+        done = subprocess.run([*k2, "tag", *refused], env=env, capture_output=True, text=True)
+        assert done.returncode != 0 and why in done.stderr, (refused, done.stderr)
+    table.refresh()
+    assert {name: ref.snapshot_id for name, ref in table.metadata.refs.items()} == {
+        "main": table.metadata.current_snapshot_id, "audit-2026": tagged}
     engine = QueryEngine(settings)
     quality_before = engine.quality().to_pylist()
     assert sum(q["received"] for q in quality_before) == 6_000  # rolled-back batches not counted
@@ -195,7 +207,6 @@ def test_expiry_keeps_tags_offsets_and_quality_counts_and_removes_orphans(kafka_
     warehouse = Path(str(settings.resolved_warehouse).removeprefix("file://"))
     files_before = sum(1 for f in warehouse.rglob("*") if f.is_file())
 
-    env = {**os.environ, "K2_HOME": str(settings.home), "K2_KAFKA_BOOTSTRAP": bootstrap}
     done = subprocess.run([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "2",
                            "--orphan-age-hours", "0"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

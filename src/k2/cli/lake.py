@@ -1,4 +1,5 @@
-"""`k2 rollback` (undo landed batches by making an earlier snapshot current again) and `k2 maintain` (compaction)."""
+"""`k2 rollback` (undo landed batches by making an earlier snapshot current again), `k2 tag` (pin a snapshot) and
+`k2 maintain` (compaction)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,27 @@ def maintain(
             typer.echo(f"{name}: orphan files not checked ({orphans.skipped})")
         elif orphans.removed:
             typer.echo(f"{name}: removed {orphans.removed} unreferenced files ({orphans.bytes / 1e6:,.1f} MB)")
+
+
+def tag(
+    name: Annotated[str, typer.Argument(help="The tag: letters, digits, '.', '_' or '-' (e.g. eod-2026-03-02).")],
+    snapshot: Annotated[int | None, typer.Option("--snapshot", help="Snapshot id (default: the current one).")] = None,
+    home: HomeOption = None,
+    dataset: Annotated[str, typer.Option(help="trades | quotes | reference | corporate_actions")] = "trades",
+) -> None:
+    """Tag a snapshot so that expiry keeps it and it stays answerable (`--snapshot` on every query): what the lake
+    held at a day's close, or when a report was made. A tag is never moved."""
+    from k2.errors import SnapshotNotFoundError
+    from k2.lake.catalog import load_table, open_catalog
+    from k2.lake.snapshots import tag_snapshot
+    from k2.schemas import Dataset
+
+    choice(dataset, [d.value for d in Dataset], "--dataset")
+    settings_for(home).existing_home()
+    settings = writer_settings(home)
+    table = load_table(open_catalog(settings), settings, Dataset(dataset))
+    current = table.current_snapshot() if table is not None else None
+    if table is None or current is None:
+        raise SnapshotNotFoundError(f"there is no {dataset} snapshot in {settings.home} yet")
+    chosen = tag_snapshot(table, snapshot if snapshot is not None else current.snapshot_id, name)
+    typer.echo(f"{dataset}: tagged snapshot {chosen.snapshot_id} as {name} (expiry keeps it)")

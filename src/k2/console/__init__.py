@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -33,5 +34,6 @@ async def _index(_: Request) -> Response:
 
 def routes() -> list[Route | Mount]:
     """`/` (the page) and `/console/…` (its assets)."""
+    assets = GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=1024)  # the charting library: 198 → 63 kB
     return [Route("/", _index, methods=["GET", "HEAD"], include_in_schema=False),
-            Mount("/console", StaticFiles(directory=STATIC), name="console")]
+            Mount("/console", assets, name="console")]
