@@ -61,8 +61,11 @@ function exact(key, value, context) {
     ? context.source : value;
 }
 
+const LONG_INTEGER = /[:[,]\s*-?\d{16,}\s*[,}\]]/;  // a reviver costs on every value: used only when needed
+
 export async function json(path, options) {
-  return JSON.parse(await (await request(path, options)).text(), exact);
+  const text = await (await request(path, options)).text();
+  return LONG_INTEGER.test(text) ? JSON.parse(text, exact) : JSON.parse(text);
 }
 
 // Every row of a table route (following next_cursor), up to `max` rows.

@@ -141,8 +141,9 @@ async function start() {
   document.getElementById("travel-form").addEventListener("submit", (event) => { event.preventDefault(); travel.compare(selection()); });
   await api.restore();
   try {
-    whoAmI(await api.json("/v1/me"));
-    if (await chooseDefaults()) await show();
+    const [me, found] = await Promise.all([api.json("/v1/me"), chooseDefaults()]);  // one sign-in serves both
+    whoAmI(me);
+    if (found) await show();
   } catch (error) {
     banner(market.describe(error));
   }

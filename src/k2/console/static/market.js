@@ -41,11 +41,12 @@ export async function load(selection) {
   legend.textContent = "Loading…";
   state.market.loading = true;
   try {
-    const bars = await rows("/v1/bars", barParams(selection));
+    pages = [null];
+    state.market.selection = { ...selection };
+    const [bars] = await Promise.all([rows("/v1/bars", barParams(selection)), tradesPage(0)]);
     show(view, bars, intervalSeconds(selection.interval));
     state.market.candles = bars.length;
     state.market.bars = bars.map((bar) => bar.bar_start);
-    state.market.selection = { ...selection };
     const last = bars[bars.length - 1];
     legend.textContent = bars.length
       ? `${selection.symbol} · ${selection.interval} bars · ${bars.length.toLocaleString("en")} candles · last close ${price(last.close)} · `
@@ -53,8 +54,6 @@ export async function load(selection) {
       : `${selection.symbol}: no trades between ${selection.start} and ${selection.end}`;
     document.getElementById("market-chart").setAttribute("aria-label",
       `Candlestick chart of ${selection.symbol}, ${bars.length} ${selection.interval} bars with volume and VWAP`);
-    pages = [null];
-    await tradesPage(0);
   } catch (error) {
     state.market.candles = 0;
     legend.textContent = describe(error);

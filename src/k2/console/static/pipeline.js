@@ -13,7 +13,6 @@ let timer = null;
 let active = false;
 
 export function init() {
-  landed = smallHistogram(document.getElementById("landed-chart"));
   document.getElementById("pipeline-live").addEventListener("change", schedule);
 }
 
@@ -89,6 +88,7 @@ async function snapshots() {
     const minute = Math.floor(Date.parse(s.committed_at) / 60000) * 60;
     if (s.operation === "append" && perMinute.has(minute)) perMinute.set(minute, perMinute.get(minute) + Number(s.added_rows));
   }
+  if (!landed) landed = smallHistogram(document.getElementById("landed-chart"));  // made when first needed
   landed.series.setData([...perMinute].map(([time, value]) => ({ time, value })));
   const total = [...perMinute.values()].reduce((a, b) => a + b, 0);
   state.pipeline.landedLastHour = total;

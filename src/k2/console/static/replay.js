@@ -15,11 +15,24 @@ let position = null;  // ISO time the next play starts from (when there is no cu
 let flushTimer = null;
 
 export function drawn() {
-  return { candles: view.candles.data() };
+  return { candles: chart().candles.data() };
+}
+
+// Made when first needed (see travel.js).
+function chart() {
+  if (!view) {
+    view = priceChart(document.getElementById("replay-chart"));
+    clear();
+  }
+  return view;
+}
+
+function clear() {
+  show(view, [], intervalSeconds(selection.interval));
+  view.chart.timeScale().applyOptions({ barSpacing: 8, rightOffset: 4 });
 }
 
 export function init() {
-  view = priceChart(document.getElementById("replay-chart"));
   document.getElementById("replay-play").addEventListener("click", () => play());
   document.getElementById("replay-pause").addEventListener("click", () => pause());
   const seek = document.getElementById("replay-seek");
@@ -33,8 +46,7 @@ export function select(chosen) {
   state.replay.cursor = null;
   lastKey = null;
   bars = [];
-  show(view, [], intervalSeconds(selection.interval));
-  view.chart.timeScale().applyOptions({ barSpacing: 8, rightOffset: 4 });
+  if (view) clear();
   Object.assign(state.replay, { events: 0, candles: 0, lastTs: null, ended: false, error: null });
   document.getElementById("replay-seek").value = "0";
   status(`Ready: ${selection.symbol} from ${selection.start}. Press Play.`);
@@ -57,6 +69,7 @@ function after(key, other) {
 export async function play() {
   if (!selection || state.replay.playing) return;
   const speed = document.getElementById("replay-speed").value;
+  chart();
   abort = new AbortController();
   state.replay.playing = true;
   state.replay.ended = false;
@@ -161,7 +174,7 @@ export async function seekTo(fraction) {
       start: selection.start, end: position }) : [];
     bars = before.map((bar) => ({ time: seconds(bar.bar_start), open: Number(bar.open), high: Number(bar.high),
       low: Number(bar.low), close: Number(bar.close), volume: Number(bar.volume), value: 0 }));
-    show(view, before, step);
+    show(chart(), before, step);
     lastKey = [target * 1e6 - 1, Number.MAX_SAFE_INTEGER];
     Object.assign(state.replay, { candles: bars.length, lastTs: position, ended: false });
     state.replay.seeks = (state.replay.seeks || 0) + 1;

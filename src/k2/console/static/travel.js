@@ -8,13 +8,19 @@ let then = null;
 let now = null;
 
 export function drawn() {
+  charts();
   return { then: then.candles.data(), now: now.candles.data(), nowMarkers: now.markers.markers() };
 }
 
 export function init() {
+  document.getElementById("tag-form").addEventListener("submit", (event) => { event.preventDefault(); tag(); });
+}
+
+// Made when first needed: a chart costs a layout and a first paint, which the market view should not wait for.
+function charts() {
+  if (then) return;
   then = priceChart(document.getElementById("travel-then"));
   now = priceChart(document.getElementById("travel-now"));
-  document.getElementById("tag-form").addEventListener("submit", (event) => { event.preventDefault(); tag(); });
 }
 
 export async function loadSnapshots() {
@@ -47,6 +53,7 @@ export async function compare(selection) {
     diff.textContent = "Choose a snapshot or an \"as of\" time to compare with now.";
     return;
   }
+  charts();
   const past = asOf ? { as_of: asOf } : { snapshot_id: snapshot };
   diff.textContent = "Loading…";
   try {
