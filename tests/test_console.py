@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
+from joserfc.jwk import RSAKey
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -34,11 +35,15 @@ from k2.api.app import create_app
 from k2.api.auth.keys import KeyStore
 from k2.ingest import pipeline
 from k2.kafka.admin import ensure_topics
+from k2.lake.catalog import ensure_table, open_catalog
+from k2.lake.compaction import compact
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
 from k2.sources.generator import generate_trades
 from tests.test_api import api_server
 from tests.test_replay import DAYS, _build, _land
+from tests.test_security import AUDIENCE, ISSUER, Jwks
+from tests.test_security import _token as oidc_token
 
 ROOT = Path(__file__).parent.parent
 ARTIFACTS = Path(os.environ.get("K2_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "console"
@@ -359,7 +364,8 @@ def test_the_pipeline_view_shows_landed_rows_lag_dead_letters_gaps_and_commits(
     browser: WebDriver, kafka_settings: Settings
 ) -> None:
     bootstrap = kafka_settings.kafka_bootstrap or ""
-    settings = kafka_settings.model_copy(update={"api_rate_limit": "off"})
+    settings = kafka_settings.model_copy(update={"api_rate_limit": "off", "ingest_commit_rows": 1_000,
+                                                 "consume_batch": 500})  # several commits: a compaction to show
     ensure_topics(settings, bootstrap)
     trades = generate_trades(dt.date(2026, 3, 2), ["AAA", "BBB"], 3_000, seed=3)
     holed = trades.filter([not (s == "BBB" and 100 <= q < 107) for s, q in
@@ -370,6 +376,8 @@ def test_the_pipeline_view_shows_landed_rows_lag_dead_letters_gaps_and_commits(
     assert poison.flush(10) == 0
     landed = pipeline.ingest(settings, bootstrap).rows_landed
     assert landed == holed.num_rows
+    compacted = compact(ensure_table(open_catalog(settings), settings, Dataset.TRADES))
+    assert compacted.files_before > compacted.files_after > 0
     waiting = generate_trades(dt.date(2026, 3, 3), ["CCC"], 500, seed=4)
     pipeline.produce_table(settings, bootstrap, waiting)  # produced, not yet landed: lag
 
@@ -394,7 +402,12 @@ def test_the_pipeline_view_shows_landed_rows_lag_dead_letters_gaps_and_commits(
         assert [row.text.split()[0] for row in browser.find_elements(By.CSS_SELECTOR, "#lag-table tbody tr")] == [
             t["dataset"] for t in lag["topics"]]
         assert view["health"] == {"catalog": "ok", "kafka": "ok"}
-        assert view["commits"] >= 1
+        _, history = api(base, "/v1/snapshots", {"dataset": "trades"})
+        shown = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#commits-table tbody tr")]
+        assert view["commits"] == len(shown) == min(15, len(history["data"])) > 3
+        newest = history["data"][0]
+        assert newest["compaction"] and f"compaction ({newest['compaction']} files)" in shown[0]
+        assert sum(s["added_rows"] for s in history["data"] if s["operation"] == "append") == landed
         screenshot(browser, "console-pipeline")
 
         # live: the rest lands, and the view follows without a reload
@@ -416,9 +429,15 @@ def test_the_pipeline_view_shows_landed_rows_lag_dead_letters_gaps_and_commits(
 
 @pytest.fixture(scope="module")
 def guarded(lake: Settings) -> Iterator[tuple[str, dict[str, str]]]:
-    settings = lake.model_copy(update={"api_auth": "on", "home": lake.home})
+    """Auth on, with API keys of three roles and an OIDC issuer (its JWKS on loopback): `keys["token"]` is one of
+    its access tokens, for the role reader."""
+    jwks = Jwks()
+    jwks.keys = [RSAKey.generate_key(2048, parameters={"kid": "console"})]
+    settings = lake.model_copy(update={"api_auth": "on", "oidc_issuer": ISSUER, "oidc_audience": AUDIENCE,
+                                       "oidc_jwks_url": jwks.url})
     store = KeyStore(settings.keys_db)
     keys = {role: store.create(f"console-{role}", (role,), None)[0] for role in ("reader", "trades-reader", "admin")}
+    keys["token"] = oidc_token(jwks.keys[0], sub="carol", roles=["reader"])
     with api_server(create_app(settings)) as base:
         yield base, keys
 
@@ -490,6 +509,15 @@ def test_with_auth_on_a_wrong_key_is_refused_and_a_read_only_key_cannot_tag(
     assert "Tagged" in state(browser, ".travel.tagResult")
     _, after = api(base, "/v1/snapshots", {"dataset": "trades"}, key=keys["admin"])
     assert {s["snapshot_id"]: s["tags"] for s in after["data"]}[snapshot] == "close-of-day-1"
+    browser.find_element(By.ID, "sign-out").click()
+
+    # an access token of the identity provider signs in as well (sent as a bearer token, never in a URL)
+    sign_in(browser, keys["token"])
+    wait_for(browser, "window.k2console.state.ready && window.k2console.state.market.candles > 0")
+    assert state(browser, ".me")["caller"] == "token:carol" and "token:carol (reader)" in browser.find_element(
+        By.ID, "who").text
+    urls = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+    assert not any(keys["token"][:40] in u for u in urls)
     browser.find_element(By.ID, "sign-out").click()
     no_script_errors(browser)
 

@@ -4,52 +4,50 @@ lag collector (`/metrics` and the pipeline view share it) and the dead-letter ta
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import FastAPI, Request
 
 from k2.api import deps
+from k2.settings import Settings
 
 if TYPE_CHECKING:
     from k2.kafka.dead_letter_tail import DeadLetterTail
     from k2.kafka.lag import LagCollector
 
 _LOCK = threading.Lock()
+W = TypeVar("W")
+
+
+def _once(request: Request, name: str, make: Callable[[Settings, str], W]) -> W | None:
+    """The app's watcher `name`, made from the settings and the broker's address the first time one can be; None
+    while there is no broker to point at (the local one is not running)."""
+    from k2.kafka.broker import resolve_bootstrap
+
+    state = request.app.state
+    with _LOCK:
+        found: W | None = getattr(state, name, None)
+        if found is None:
+            settings = deps.settings(request)
+            try:
+                found = make(settings, resolve_bootstrap(settings))
+            except Exception:
+                return None
+            setattr(state, name, found)
+        return found
 
 
 def lag_collector(request: Request) -> LagCollector | None:
-    """The collector, or None while there is no broker to point at (the local one is not running)."""
-    from k2.kafka.broker import resolve_bootstrap
     from k2.kafka.lag import LagCollector
 
-    state = request.app.state
-    with _LOCK:
-        found: LagCollector | None = getattr(state, "lag_collector", None)
-        if found is None:
-            settings = deps.settings(request)
-            try:
-                found = LagCollector(settings, resolve_bootstrap(settings))
-            except Exception:
-                return None
-            state.lag_collector = found
-        return found
+    return _once(request, "lag_collector", LagCollector)
 
 
 def dead_letter_tail(request: Request) -> DeadLetterTail | None:
-    from k2.kafka.broker import resolve_bootstrap
     from k2.kafka.dead_letter_tail import DeadLetterTail
 
-    state = request.app.state
-    with _LOCK:
-        found: DeadLetterTail | None = getattr(state, "dead_letter_tail", None)
-        if found is None:
-            settings = deps.settings(request)
-            try:
-                found = DeadLetterTail(settings, resolve_bootstrap(settings))
-            except Exception:
-                return None
-            state.dead_letter_tail = found
-        return found
+    return _once(request, "dead_letter_tail", DeadLetterTail)
 
 
 def close(app: FastAPI) -> None:
