@@ -159,9 +159,11 @@ def chart_candles(points: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{k: float(p[k]) for k in ("time", "open", "high", "low", "close")} for p in points]
 
 
-def show(driver: WebDriver, symbol: str, start: str, end: str, interval: str = "1m", adjust: str = "none") -> None:
-    """What a user does: pick the symbol, range, bar and adjustment, then press Show."""
+def show(driver: WebDriver, symbol: str, start: str, end: str, interval: str = "1m", adjust: str = "none",
+         compare: str = "") -> None:
+    """What a user does: pick the symbol (and one to compare with), range, bar and adjustment, then press Show."""
     Select(driver.find_element(By.ID, "symbol")).select_by_value(symbol)
+    Select(driver.find_element(By.ID, "compare")).select_by_value(compare)
     driver.execute_script("document.getElementById('start').value = arguments[0];"
                           "document.getElementById('end').value = arguments[1];", start[:19], end[:19])
     Select(driver.find_element(By.ID, "interval")).select_by_value(interval)
@@ -214,6 +216,15 @@ def test_the_market_view_draws_the_apis_bars_vwap_and_trades(browser: WebDriver,
     assert (cells[0].text, cells[4].text) == (second["data"][0]["ts"].replace("T", " ").rstrip("Z"),
                                               str(second["data"][0]["sequence"]))
     assert not browser.find_element(By.ID, "trades-prev").get_attribute("disabled")
+
+    # a second symbol to compare with: its closes beside the candles, on the left scale
+    show(browser, "BBB", **DAY, compare="CCC")
+    other = api_bars(served, symbols="CCC", **DAY)
+    got = drawn(browser, "market")
+    assert state(browser, ".market.compare") == {"symbol": "CCC", "points": len(other)}
+    assert [(p["time"], p["value"]) for p in got["compare"]] == [(seconds(b["bar_start"]), float(b["close"]))
+                                                                 for b in other]
+    assert chart_candles(got["candles"]) == candles_of(bars)  # the candles are still BBB's
     screenshot(browser, "console-market")
     no_script_errors(browser)
 
@@ -596,7 +607,7 @@ def test_accessibility_labels_keyboard_and_contrast(browser: WebDriver, served: 
             focused.append(now)
         if now == "show":
             break
-    assert focused[:6] == ["symbol", "start", "end", "interval", "adjust", "show"], focused
+    assert focused[:7] == ["symbol", "compare", "start", "end", "interval", "adjust", "show"], focused
     loads = state(browser, ".market.loads")
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait_for(browser, f"window.k2console.state.market.loads > {loads}", what="Enter on Show")

@@ -18,6 +18,7 @@ function banner(text) {
 function selection() {
   return {
     symbol: document.getElementById("symbol").value,
+    compare: document.getElementById("compare").value,
     start: api.isoOfInput(document.getElementById("start").value),
     end: api.isoOfInput(document.getElementById("end").value),
     interval: document.getElementById("interval").value,
@@ -110,6 +111,10 @@ async function chooseDefaults() {
     option.textContent = `${s.symbol} (${s.exchange})`;
     return option;
   }));
+  const none = document.createElement("option");
+  none.value = "";
+  none.textContent = "none";
+  document.getElementById("compare").replaceChildren(none, ...[...select.options].map((o) => o.cloneNode(true)));
   if (!symbols.length) {
     banner("The lake holds no trades yet: run `k2 demo`, or load and ingest some files.");
     return false;

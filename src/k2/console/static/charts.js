@@ -26,18 +26,28 @@ export function priceChart(element) {
     color: "#ffcc66", lineWidth: 2, priceLineVisible: false, lastValueVisible: false, crosshairMarkerVisible: false,
     title: "VWAP",
   });
+  const compare = chart.addSeries(LineSeries, {  // a second symbol's closes, on its own (left) price scale
+    color: "#c9a0ff", lineWidth: 1, priceScaleId: "left", priceLineVisible: false, crosshairMarkerVisible: false,
+  });
   const volume = chart.addSeries(HistogramSeries, { priceFormat: { type: "volume" }, priceLineVisible: false }, 1);
   chart.panes()[1].setHeight(90);
   const overlay = new TickOverlay();
   candles.attachPrimitive(overlay);
   const markers = createSeriesMarkers(candles, []);
-  return { chart, candles, vwap, volume, overlay, markers, bars: [], intervalSeconds: 60 };
+  return { chart, candles, vwap, compare, volume, overlay, markers, bars: [], intervalSeconds: 60 };
 }
 
 export function smallHistogram(element) {
   const chart = createChart(element, { ...BASE_OPTIONS, timeScale: { ...BASE_OPTIONS.timeScale, secondsVisible: false } });
   const series = chart.addSeries(HistogramSeries, { color: "#7cc4ff", priceFormat: { type: "volume" } });
   return { chart, series };
+}
+
+// Another symbol's closes beside the candles (its scale on the left), or none.
+export function compareWith(view, symbol, bars) {
+  view.compare.setData(bars.map((bar) => ({ time: seconds(bar.bar_start), value: number(bar.close) })));
+  view.compare.applyOptions({ title: symbol || "" });
+  view.chart.applyOptions({ leftPriceScale: { visible: Boolean(symbol && bars.length), borderColor: "#2c3640" } });
 }
 
 export function candleOf(bar) {
@@ -72,6 +82,7 @@ export function show(view, bars, intervalSeconds) {
   })));
   view.overlay.set([], [], intervalSeconds);
   view.markers.setMarkers([]);
+  compareWith(view, null, []);
   view.chart.timeScale().fitContent();
 }
 

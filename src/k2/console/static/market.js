@@ -1,7 +1,7 @@
 // Market view: candles, volume and VWAP for the selection; trades and the spread when zoomed in; a paged trades
 // table; export of the bars shown.
 import { ApiFailure, json, price, request, rows, seconds } from "./api.js";
-import { priceChart, show } from "./charts.js";
+import { compareWith, priceChart, show } from "./charts.js";
 import { state } from "./state.js";
 
 const PAGE = 100;
@@ -43,8 +43,12 @@ export async function load(selection) {
   try {
     pages = [null];
     state.market.selection = { ...selection };
-    const [bars] = await Promise.all([rows("/v1/bars", barParams(selection)), tradesPage(0)]);
+    const other = selection.compare && selection.compare !== selection.symbol ? selection.compare : null;
+    const [bars, , compared] = await Promise.all([rows("/v1/bars", barParams(selection)), tradesPage(0),
+      other ? rows("/v1/bars", barParams({ ...selection, symbol: other })) : []]);
     show(view, bars, intervalSeconds(selection.interval));
+    compareWith(view, other, compared);
+    state.market.compare = { symbol: other, points: compared.length };
     state.market.candles = bars.length;
     state.market.bars = bars.map((bar) => bar.bar_start);
     const last = bars[bars.length - 1];
@@ -139,7 +143,8 @@ async function overlayTicks() {
 
 // What the chart draws (the tests compare it with the API's answer).
 export function drawn() {
-  return { candles: view.candles.data(), vwap: view.vwap.data(), volume: view.volume.data() };
+  return { candles: view.candles.data(), vwap: view.vwap.data(), volume: view.volume.data(),
+    compare: view.compare.data() };
 }
 
 // Zoom the chart to [from, to) (seconds): what a user does with the mouse wheel; the tests use it too.
