@@ -38,7 +38,15 @@ def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
         settings.home_dir  # noqa: B018 - creates K2_HOME, or says clearly why it cannot
     uri = settings.resolved_catalog_uri
     with catalog_errors(uri):
-        return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.resolved_warehouse)
+        for attempt in range(3):
+            try:
+                return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.resolved_warehouse)
+            except SQLAlchemyError as exc:
+                # SqlCatalog creates its tables when it opens: two openers of a fresh catalog (an ingest and a
+                # `k2 maintain` started together) race, and the loser's CREATE TABLE fails. The winner made them.
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 def table_identifier(settings: Settings, dataset: Dataset) -> tuple[str, str]:
