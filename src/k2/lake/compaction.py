@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
@@ -92,13 +93,21 @@ def _commit(table: Table, removed: list[DataFile], added: list[DataFile], give_u
                 f"{table.name()[-1]}: another compaction replaced files this one read; nothing was changed"
             )
         summary = {COMPACTION_PROPERTY: f"{len(removed)} -> {len(added)}", **_carried_forward(table)}
-        with table.transaction() as transaction, transaction.update_snapshot(
-            snapshot_properties=summary
-        ).overwrite() as overwrite:
-            for data_file in removed:
-                overwrite.delete_data_file(data_file)
-            for data_file in added:
-                overwrite.append_data_file(data_file)
+        try:
+            with table.transaction() as transaction, transaction.update_snapshot(
+                snapshot_properties=summary
+            ).overwrite() as overwrite:
+                for data_file in removed:
+                    overwrite.delete_data_file(data_file)
+                for data_file in added:
+                    overwrite.append_data_file(data_file)
+        except ValidationException as exc:
+            # pyiceberg checks the files to delete against its own view of the table, which an append landing
+            # meanwhile can leave behind (seen in CI): a conflict like any other. The retry refreshes the table and
+            # checks again that every file it read is still live before deleting anything.
+            if "Missing required files to delete" not in str(exc):
+                raise
+            raise CommitFailedException(str(exc)[:200]) from None
 
     committed = commit_with_retry(table, attempt, give_up_after)
     return committed.snapshot_id, committed.attempts
