@@ -338,3 +338,11 @@ def test_a_snapshot_tag_is_made_once_listed_and_never_moved(served: tuple[str, S
     assert status == 400 and "letters, digits" in body["error"]["message"]
     # a time-travel query by the tagged snapshot answers as before
     assert get_json(base, "/v1/quotes", {**DAYS, "snapshot_id": first, "limit": 5})[0] == 200
+
+
+def test_the_pipeline_routes_say_how_to_get_a_broker_when_there_is_none(tmp_path: Path) -> None:
+    with api_server(create_app(Settings(home=tmp_path / "home", api_rate_limit="off"))) as base:
+        for path in ("/v1/pipeline/lag", "/v1/pipeline/dead-letters"):
+            status, body = get_json(base, path)
+            assert status == 503 and body["error"]["code"] == "kafka_unavailable", body
+            assert "k2 broker start" in body["error"]["message"] and "K2_KAFKA_BOOTSTRAP" in body["error"]["message"]

@@ -51,7 +51,7 @@ class DeadLetters(BaseModel):
 
 def _unavailable(what: str) -> ApiError:
     return ApiError(503, "kafka_unavailable", f"{what}: no Kafka broker is configured or running here (start one "
-                    "with `k2 broker start`, or set K2_BOOTSTRAP)")
+                    "with `k2 broker start`, or set K2_KAFKA_BOOTSTRAP)")
 
 
 @router.get("/pipeline/lag", response_model=Lag)
