@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local broker (Tansu and noida-db, each test runs on both) and per-test settings."""
+"""Shared fixtures: a real local broker (Tansu and noida-db, each test runs on both), per-test settings, and the
+production-profile services (PostgreSQL, SeaweedFS S3 + REST catalog), started once per session when a test asks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from k2.kafka.broker import BrokerState, ManagedBroker
 from k2.settings import BrokerKind, Settings
+from tests.services import Postgres, Seaweed, running_postgres, running_seaweed
 
 ALL_BROKERS: list[BrokerKind] = ["tansu", "noida"]
 
@@ -55,6 +57,44 @@ def kafka_settings(home: Path, broker: BrokerState) -> Settings:
         consumer_group=f"k2-test-{tag}",
         ingest_idle_seconds=2.0,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as service:
+        yield service
+
+
+PROFILES = ["sqlite", "postgres", "rest-s3"]
+
+
+def on_profile(settings: Settings, profile: str, request: pytest.FixtureRequest) -> Settings:
+    """`settings` moved onto a lake profile: the embedded SQLite default, a PostgreSQL catalog (a database of this
+    test's own), or SeaweedFS's Iceberg REST catalog over its S3 (a namespace of this test's own)."""
+    if profile == "sqlite":
+        return settings
+    if profile == "postgres":
+        server: Postgres = request.getfixturevalue("postgres")
+        return settings.model_copy(update={"catalog_uri": server.uri(server.create_database())})
+    service: Seaweed = request.getfixturevalue("seaweed")
+    return Settings(**{
+        **settings.model_dump(exclude_defaults=True), "catalog_type": "rest", "catalog_uri": service.catalog_uri,
+        "catalog_credential": f"{service.access_key}:{service.secret_key}", "warehouse": f"s3://{service.bucket}",
+        "s3_endpoint": service.s3_endpoint, "s3_access_key_id": service.access_key,
+        "s3_secret_access_key": service.secret_key, "namespace": f"m{uuid.uuid4().hex[:10]}",
+    })
+
+
+@pytest.fixture(params=PROFILES)
+def profile_settings(request: pytest.FixtureRequest, kafka_settings: Settings) -> Settings:
+    """kafka_settings on each lake profile in turn."""
+    return on_profile(kafka_settings, request.param, request)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -98,9 +98,28 @@ class Settings(BaseModel):
     )
 
     # Lake
-    catalog_name: str = "k2"
-    catalog_uri: str | None = Field(None, description="SQLAlchemy URI of the catalog; unset = SQLite in home.")
-    warehouse: str | None = Field(None, description="Warehouse location; unset = <home>/warehouse.")
+    catalog_name: str = Field("k2", description="Catalog name (a Spark or Trino JDBC catalog must use the same).")
+    catalog_type: Literal["sql", "rest"] = Field(
+        "sql", description="Iceberg catalog kind: sql (SQLite or PostgreSQL through SQLAlchemy) or rest (an Iceberg "
+        "REST catalog)."
+    )
+    catalog_uri: str | None = Field(
+        None, description="sql: SQLAlchemy URI (postgresql+psycopg://user:pw@host/db); rest: the catalog's URL. "
+        "Unset = SQLite in home."
+    )
+    catalog_credential: str | None = Field(
+        None, repr=False, description="REST catalog OAuth2 client credentials, CLIENT_ID:CLIENT_SECRET."
+    )
+    warehouse: str | None = Field(
+        None, description="Warehouse location (a directory, or s3://bucket/prefix); unset = <home>/warehouse. A "
+        "REST catalog may name its warehouse instead (e.g. s3://warehouse)."
+    )
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL for s3:// warehouses (MinIO, SeaweedFS, ...); unset = AWS."
+    )
+    s3_access_key_id: str | None = Field(None, description="S3 access key id (unset = the AWS credential chain).")
+    s3_secret_access_key: str | None = Field(None, repr=False, description="S3 secret access key.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
     namespace: str = "market"
     symbol_buckets: int = Field(16, ge=1, description="bucket(N, symbol) partition count.")
     materialize_bars: bool = Field(
@@ -192,6 +211,16 @@ class Settings(BaseModel):
             parse_crash_spec(value)
         return value
 
+    @model_validator(mode="after")
+    def _catalog_complete(self) -> Settings:
+        if self.catalog_type == "rest" and not self.catalog_uri:
+            raise ValueError("K2_CATALOG_TYPE=rest needs K2_CATALOG_URI, the REST catalog's URL (http://host:port)")
+        if self.catalog_type == "rest" and not self.catalog_uri.startswith(("http://", "https://")):  # type: ignore[union-attr]
+            raise ValueError(f"K2_CATALOG_URI {self.catalog_uri!r} is not a REST catalog URL (http:// or https://)")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise ValueError("set both K2_S3_ACCESS_KEY_ID and K2_S3_SECRET_ACCESS_KEY, or neither")
+        return self
+
     @property
     def home_path(self) -> Path:
         """K2_HOME as an absolute path, whether or not it exists (nothing is created)."""
@@ -231,6 +260,24 @@ class Settings(BaseModel):
     @property
     def resolved_warehouse(self) -> str:
         return self.warehouse or (self.home_path / "warehouse").as_uri()
+
+    @property
+    def embedded_catalog(self) -> bool:
+        """The default: a SQLite catalog file and a warehouse in K2_HOME."""
+        return self.catalog_type == "sql" and not self.catalog_uri
+
+    def s3_properties(self) -> dict[str, str]:
+        """pyiceberg FileIO properties for an s3:// warehouse (empty when nothing is configured)."""
+        found = {
+            "s3.endpoint": self.s3_endpoint, "s3.access-key-id": self.s3_access_key_id,
+            "s3.secret-access-key": self.s3_secret_access_key,
+        }
+        properties = {key: value for key, value in found.items() if value}
+        if properties:
+            properties["s3.region"] = self.s3_region
+        if self.s3_endpoint:  # MinIO and SeaweedFS serve buckets by path, not by host name
+            properties["s3.path-style-access"] = "true"
+        return properties
 
     @property
     def registry_dir(self) -> Path:

@@ -84,6 +84,8 @@ def summary(dataset: str, report: IngestReport, dlq_topic: str) -> str:
         f"commit(s); snapshot {report.snapshot_id}"
         + (f"; {report.duplicates:,} duplicates dropped" if report.duplicates else "")
         + (f"; {report.late:,} late rows landed" if report.late else "")
+        + (f"; {report.commit_retries} commit(s) retried after another writer committed first"
+           if report.commit_retries else "")
         + (f"; {report.dead_lettered:,} records sent to {dlq_topic} (see `k2 dlq list`)"
            if report.dead_lettered else "")
         + (f"; quality of {report.quality_recovered} batch(es) recovered after a crash"

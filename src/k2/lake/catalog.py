@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from k2.errors import CatalogError
+from k2.lake.fileio import use_object_store
 from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
 from k2.schemas import Dataset
 from k2.schemas.iceberg import iceberg_schema
@@ -34,19 +35,48 @@ def catalog_errors(where: str) -> Iterator[None]:
 def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
     """The configured catalog; the default is SQLite + a local warehouse under K2_HOME (created for writers; a
     reader may open a read-only home)."""
-    if writable and not settings.catalog_uri:
+    use_object_store(settings)
+    if writable and settings.embedded_catalog:
         settings.home_dir  # noqa: B018 - creates K2_HOME, or says clearly why it cannot
+    if settings.catalog_type == "rest":
+        return _rest_catalog(settings)
     uri = settings.resolved_catalog_uri
-    with catalog_errors(uri):
+    with catalog_errors(_redacted(uri)):
         for attempt in range(3):
             try:
-                return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.resolved_warehouse)
+                return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.resolved_warehouse,
+                                  **settings.s3_properties())
             except SQLAlchemyError as exc:
                 # SqlCatalog creates its tables when it opens: two openers of a fresh catalog (an ingest and a
                 # `k2 maintain` started together) race, and the loser's CREATE TABLE fails. The winner made them.
                 if "already exists" not in str(exc) or attempt == 2:
                     raise
     raise AssertionError("unreachable")
+
+
+def _rest_catalog(settings: Settings) -> Catalog:
+    from pyiceberg.catalog.rest import RestCatalog
+
+    properties = {"uri": str(settings.catalog_uri), **settings.s3_properties()}
+    if settings.warehouse:
+        properties["warehouse"] = settings.warehouse
+    if settings.catalog_credential:  # OAuth2 client credentials, exchanged at the spec's token endpoint
+        properties["credential"] = settings.catalog_credential
+        properties["oauth2-server-uri"] = f"{str(settings.catalog_uri).rstrip('/')}/v1/oauth/tokens"
+    try:
+        return RestCatalog(settings.catalog_name, **properties)
+    except Exception as exc:  # connection refused, bad credentials, unknown warehouse: pyiceberg's own types vary
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CatalogError(f"the Iceberg REST catalog at {settings.catalog_uri} cannot be used: {cause}") from None
+
+
+def _redacted(uri: str) -> str:
+    """A database URI without its password, for messages."""
+    head, at, tail = uri.rpartition("@")
+    if not at or "://" not in head:
+        return uri
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{tail}"
 
 
 def table_identifier(settings: Settings, dataset: Dataset) -> tuple[str, str]:

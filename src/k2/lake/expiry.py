@@ -16,16 +16,15 @@ Orphan files (of expired snapshots, or written by a commit that never happened) 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import In
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
+from k2.lake.fileio import delete_file, list_files
 from k2.lake.offsets import OFFSETS_PROPERTY
 from k2.lake.quality import APPLIED_PROPERTY, BATCH_PROPERTY, QUALITY_FILE_PROPERTY, SETTLED_PROPERTY
 from k2.lake.snapshots import ancestry, property_of
@@ -120,25 +119,21 @@ class OrphanReport:
 def remove_orphan_files(table: Table, min_age_seconds: float, also_referenced: set[str] | None = None) -> OrphanReport:
     """Delete files under the table's location that no kept snapshot or metadata refers to (nor
     `also_referenced`: quality files named by data snapshots) and that are older than `min_age_seconds`. Local
-    warehouses only (object stores: use the store's lifecycle rules)."""
+    warehouses and s3:// (listed and deleted with the settings' keys: lake/fileio.py)."""
     table.refresh()
-    location = table.metadata.location
-    if "://" in location and not location.startswith("file://"):
-        return OrphanReport(skipped=f"{location} is not a local directory")
-    root = Path(location.removeprefix("file://"))
     referenced = _referenced(table) | {p.removeprefix("file://") for p in also_referenced or set()}
     cutoff = time.time() - min_age_seconds
     report = OrphanReport()
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder) / name
-            if str(path) in referenced:
-                continue
-            stat = path.stat()
-            if stat.st_mtime < cutoff:
-                path.unlink()
-                report.removed += 1
-                report.bytes += stat.st_size
+    try:
+        stored = list(list_files(table.metadata.location))
+    except (OSError, ValueError) as exc:  # an object store without listing rights, an unknown scheme
+        return OrphanReport(skipped=f"cannot list {table.metadata.location}: {exc}")
+    for found in stored:
+        if found.location in referenced or found.modified >= cutoff:
+            continue
+        delete_file(found.location)
+        report.removed += 1
+        report.bytes += found.size
     return report
 
 

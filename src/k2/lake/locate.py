@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from k2.errors import CatalogError
+from k2.lake.fileio import use_object_store
 from k2.settings import Settings
 
 _SQLITE_PREFIX = "sqlite:///"
@@ -33,7 +34,8 @@ class Locator:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._sqlite = sqlite_path(settings.resolved_catalog_uri)
+        self._sqlite = sqlite_path(settings.resolved_catalog_uri) if settings.catalog_type == "sql" else None
+        use_object_store(settings)
         self._local = threading.local()
 
     def location(self, table_name: str) -> str | None:

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import duckdb
 
+    from k2.settings import Settings
+
 
 class Duck:
     """A lazily opened in-memory DuckDB; every query runs on its own cursor (threads may share it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 
@@ -32,8 +35,11 @@ class Duck:
             if self._con is None:
                 import duckdb
 
+                from k2.query.objectstore import attach_object_store
+
                 self._con = duckdb.connect()
                 self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+                attach_object_store(self._con, self._settings)
             return self._con
 
     def close(self) -> None:

@@ -115,7 +115,7 @@ class QueryEngine:
         self._settings = settings
         # one database, opened on first use; every query runs on its own cursor (registrations stay local to it;
         # threads may share the engine: the API serves requests concurrently)
-        self._duck = Duck()
+        self._duck = Duck(settings)
         self._planner = Planner(settings)  # reads the catalog and metadata without pyiceberg (lake/metadata.py)
         self._tier = HotTier(settings.query_cache_mb * 1024 * 1024)
         self._reader = Reader(self._tier, self._duck)
@@ -204,7 +204,7 @@ class QueryEngine:
             plan = self._plan(dataset, None, TimeRange(), None)
             files[dataset] = [p.removeprefix("file://") for p in plan.paths]
         return run_sql(text, files, max_rows or self._settings.query_sql_max_rows,
-                       timeout_seconds or self._settings.query_sql_timeout_seconds)
+                       timeout_seconds or self._settings.query_sql_timeout_seconds, self._settings)
 
     def check_symbols(self, dataset: Dataset, symbols: list[str]) -> None:
         """UnknownSymbolError naming each symbol the table never held, with the closest ones it does hold."""

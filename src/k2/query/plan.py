@@ -61,6 +61,10 @@ class Planner:
         self._lock = threading.Lock()
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def decoded_manifests(self) -> int:
         return sum(known.manifests.decoded for known in self._known.values())
 

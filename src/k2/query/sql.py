@@ -19,7 +19,9 @@ import duckdb
 import pyarrow as pa
 
 from k2.errors import QueryError
+from k2.query.objectstore import attach_object_store
 from k2.schemas import Dataset, arrow_schema
+from k2.settings import Settings
 
 VIEWS = {
     "trades": Dataset.TRADES, "quotes": Dataset.QUOTES, "reference": Dataset.REFERENCE,
@@ -61,13 +63,17 @@ def check_sql(text: str) -> None:
             raise QueryError(f"the function {node.get('function_name')}() is not allowed here")
 
 
-def run_sql(text: str, files: dict[Dataset, list[str]], max_rows: int, timeout_seconds: float) -> SqlResult:
-    """Check, then run `text` with a view per dataset over `files` (local paths), at most `max_rows` rows."""
+def run_sql(text: str, files: dict[Dataset, list[str]], max_rows: int, timeout_seconds: float,
+            settings: Settings | None = None) -> SqlResult:
+    """Check, then run `text` with a view per dataset over `files` (local paths, or s3:// ones readable with the
+    settings' keys), at most `max_rows` rows."""
     check_sql(text)
     allowed = [path for paths in files.values() for path in paths]
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        if settings is not None:
+            attach_object_store(con, settings)
         con.execute(f"SET allowed_paths = {_literal_list(allowed)}")
         for view, dataset in VIEWS.items():
             paths = files.get(dataset, [])

@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from k2.query.objectstore import attach_object_store
 from k2.query.plan import Planner, to_micros
 from k2.replay.cursor import Position, ReplayRequest
 from k2.replay.order import DATASET_COLUMNS, KIND, RANK, SCHEMA
@@ -47,6 +48,7 @@ class MergedSource:
                 "memory_limit": f"{self._memory_mb}MB", "temp_directory": tempfile.gettempdir(),
             })
             self._connection.execute("SET TimeZone = 'UTC'")
+            attach_object_store(self._connection, self._planner.settings)
         return self._connection
 
     def close(self) -> None:
