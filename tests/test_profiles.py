@@ -162,3 +162,52 @@ def _after(text: str, before: str, marker: str) -> str | None:
     if at < 0:
         return None
     return text[:at].rsplit(before, 1)[-1].strip()
+
+
+def _doctor(settings: Settings, **env: str) -> tuple[int, dict[str, str]]:
+    """`k2 doctor` in a subprocess: its exit code and each check's line by name."""
+    done = subprocess.run([sys.executable, "-m", "k2.cli", "doctor", "--timeout", "3"],
+                          env={**settings_env(settings), **env}, capture_output=True, text=True, timeout=120)
+    lines = {}
+    for line in done.stdout.splitlines()[1:]:
+        status, name, detail = line.split(None, 2)
+        lines[name] = f"{status} {detail}"
+    return done.returncode, lines
+
+
+def test_doctor_passes_on_each_profile_and_names_what_is_wrong(profile_settings: Settings) -> None:
+    settings = profile_settings
+    trades = generate_trades(DAY, SYMBOLS, 1_000, seed=24)
+    pipeline.produce_table(settings, settings.kafka_bootstrap or "", trades)
+    assert pipeline.ingest(settings, settings.kafka_bootstrap or "").rows_landed == 1_000
+    code, checks = _doctor(settings)
+    assert code == 0, checks
+    assert set(checks) == {"kafka", "registry", "catalog", "storage", "query"}
+    assert all(line.startswith("ok ") for line in checks.values()), checks
+    assert "trades (" in checks["catalog"] and "3 symbol(s)" in checks["query"]
+    if settings.catalog_type == "rest":
+        assert "s3://warehouse/" in checks["storage"] and "httpfs" in checks["query"]
+
+    closed = str(_closed_port())
+    code, checks = _doctor(settings, K2_KAFKA_BOOTSTRAP=f"127.0.0.1:{closed}",
+                           K2_SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{closed}")
+    assert code == 1
+    assert checks["kafka"].startswith("FAIL") and "does not answer" in checks["kafka"]
+    assert checks["registry"].startswith("FAIL") and "K2_SCHEMA_REGISTRY_URL" in checks["registry"]
+    assert checks["catalog"].startswith("ok")  # one broken service never hides the state of the others
+    if settings.catalog_type == "rest":
+        code, checks = _doctor(settings, K2_S3_SECRET_ACCESS_KEY="wrong-secret")
+        assert code == 1 and checks["storage"].startswith("FAIL") and "s3://warehouse/" in checks["storage"]
+    elif settings.catalog_uri:
+        wrong = settings.catalog_uri.replace(":k2-test-secret@", ":wrong-password@")
+        code, checks = _doctor(settings, K2_CATALOG_URI=wrong)
+        assert code == 1 and checks["catalog"].startswith("FAIL") and "password" in checks["catalog"]
+        assert "wrong-password" not in checks["catalog"]  # the message never shows the secret
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -41,7 +41,7 @@ def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
     if settings.catalog_type == "rest":
         return _rest_catalog(settings)
     uri = settings.resolved_catalog_uri
-    with catalog_errors(_redacted(uri)):
+    with catalog_errors(redacted(uri)):
         for attempt in range(3):
             try:
                 return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.resolved_warehouse,
@@ -70,7 +70,7 @@ def _rest_catalog(settings: Settings) -> Catalog:
         raise CatalogError(f"the Iceberg REST catalog at {settings.catalog_uri} cannot be used: {cause}") from None
 
 
-def _redacted(uri: str) -> str:
+def redacted(uri: str) -> str:
     """A database URI without its password, for messages."""
     head, at, tail = uri.rpartition("@")
     if not at or "://" not in head:

@@ -130,3 +130,16 @@ def _remote(location: str) -> tuple[fs.FileSystem, str, str]:
         return _s3(), rest.rstrip("/"), scheme
     filesystem, remote = fs.FileSystem.from_uri(location)
     return filesystem, remote.rstrip("/"), scheme
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a small file (`k2 doctor`'s storage probe); local directories are created."""
+    path = local_path(location)
+    if path is not None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "wb") as stream:
+            stream.write(data)
+        return
+    filesystem, key, _ = _remote(location)
+    with filesystem.open_output_stream(key) as stream:
+        stream.write(data)
