@@ -12,18 +12,23 @@ import pytest
 
 from k2.kafka.broker import BrokerState, ManagedBroker
 from k2.settings import BrokerKind, Settings
-from tests.services import Postgres, Seaweed, running_postgres, running_seaweed
-
-ALL_BROKERS: list[BrokerKind] = ["tansu", "noida"]
+from tests.services import Postgres, Seaweed, brokers_under_test, running_postgres, running_seaweed
 
 
-def _brokers() -> list[BrokerKind]:
-    """K2_TEST_BROKER=tansu|noida limits the run to one broker (default: both)."""
-    chosen = os.environ.get("K2_TEST_BROKER")
-    return [chosen] if chosen in ALL_BROKERS else ALL_BROKERS  # type: ignore[list-item]
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Real Apache Kafka is one of the brokers under test: its jars are fetched here, once, explicitly (K2 itself
+    never downloads behind a user's back), into K2_KAFKA_DIST (default: .cache/ of the checkout, which Maven's
+    own ~/.m2 cache backs)."""
+    if "kafka" in brokers_under_test():
+        from k2.kafka import distribution
+
+        settings = Settings()
+        dist = os.environ.setdefault(
+            "K2_KAFKA_DIST", str(Path(__file__).resolve().parent.parent / ".cache" / f"kafka-{settings.kafka_version}"))
+        distribution.fetch(Path(dist), settings.kafka_version)
 
 
-@pytest.fixture(scope="session", params=_brokers())
+@pytest.fixture(scope="session", params=brokers_under_test())
 def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerState]:
     kind: BrokerKind = request.param
     with ManagedBroker(kind, tmp_path_factory.mktemp(f"broker-{kind}")) as state:

@@ -20,6 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+ALL_BROKERS = ["tansu", "noida", "kafka"]
+
+
+def brokers_under_test() -> list[str]:
+    """The Kafka-protocol brokers the Kafka-facing tests run on: Tansu and noida-db (PyPI) and real Apache Kafka
+    (the reference). K2_TEST_BROKER=tansu|noida|kafka limits a run to one."""
+    chosen = os.environ.get("K2_TEST_BROKER")
+    return [chosen] if chosen in ALL_BROKERS else ALL_BROKERS
 
 
 def free_port(pair_offset: int | None = None) -> int:

@@ -31,8 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "query": BASE | {"lake"},
     "replay": BASE | {"lake", "query", "kafka", "registry"},
     "api": BASE | {"lake", "query", "replay", "kafka", "console"},
+    "engines": BASE | {"lake"},
     "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "replay", "api", "data",
-            "runtime"},
+            "runtime", "engines"},
 }
 
 

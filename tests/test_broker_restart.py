@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from k2.kafka.broker import free_port, start_broker, stop_process
 from k2.query.engine import QueryEngine
 from k2.settings import BrokerKind, Settings
+from tests.services import brokers_under_test
 
 TRADES = 1_500_000
 
@@ -50,7 +51,7 @@ def _wait_until_the_load_is_sending(bootstrap: str, topic: str, load: subprocess
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["tansu", "noida"])
+@pytest.mark.parametrize("kind", brokers_under_test())
 def test_broker_restart_mid_load(kind: BrokerKind, tmp_path: Path) -> None:
     port = free_port()
     tag = uuid.uuid4().hex[:8]
@@ -113,7 +114,7 @@ def test_broker_gone_mid_load_reports_what_was_delivered(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["tansu", "noida"])
+@pytest.mark.parametrize("kind", brokers_under_test())
 def test_a_broker_that_pauses_mid_ingest_is_not_an_idle_topic(kind: BrokerKind, tmp_path: Path) -> None:
     """The broker stops answering (SIGSTOP) for longer than the idle limit while records wait: `k2 ingest` must
     not take the silence for the end of the topic (it checks for unread records), and lands everything once the

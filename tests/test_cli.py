@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from k2.kafka.broker import BrokerState
 from k2.settings import Settings
+from tests.services import brokers_under_test
 
 K2 = [sys.executable, "-m", "k2.cli"]
 
@@ -55,7 +56,7 @@ def test_demo_asx_loads_the_bundled_sample(home: Path) -> None:
     assert len(trades.stdout.strip().splitlines()) == 1 + 11
 
 
-@pytest.mark.parametrize("kind", ["tansu", "noida"])
+@pytest.mark.parametrize("kind", brokers_under_test())
 def test_broker_lifecycle_and_stage_commands(home: Path, tmp_path: Path, kind: str) -> None:
     assert run_k2("broker", "status", home=home).returncode == 1
     started = run_k2("broker", "start", "--kind", kind, home=home)

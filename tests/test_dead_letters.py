@@ -38,6 +38,7 @@ from k2.registry.base import subject_for
 from k2.schemas import Dataset, avro_schema
 from k2.settings import BrokerKind, Settings
 from k2.sources.generator import generate_trades
+from tests.services import brokers_under_test
 
 DAY = dt.date(2026, 3, 2)
 
@@ -154,7 +155,7 @@ def _settled_replay_offsets(settings: Settings) -> dict[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["tansu", "noida"])
+@pytest.mark.parametrize("kind", brokers_under_test())
 def test_replay_marks_only_what_the_broker_acknowledged(kind: BrokerKind, tmp_path: Path) -> None:
     """The broker stops (SIGSTOP) in the middle of `k2 dlq replay`: the replay fails with a clear error, and every
     dead letter it marked as replayed is in the source topic; the rest are re-driven by the next replay."""

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from k2.errors import ConfigError
 from k2.faults import parse_crash_spec
 
-BrokerKind = Literal["tansu", "noida"]
+BrokerKind = Literal["tansu", "noida", "kafka"]
 
 
 ENV_PREFIX = "K2_"
@@ -53,7 +53,19 @@ class Settings(BaseModel):
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry URL; unset = the local file registry in K2_HOME/registry."
     )
-    broker: BrokerKind = Field("tansu", description="Which local Kafka-protocol broker `k2` manages.")
+    broker: BrokerKind = Field(
+        "tansu", description="Which local Kafka-protocol broker `k2` manages: tansu, noida, or kafka (real Apache "
+        "Kafka in KRaft mode, after `k2 broker fetch --kind kafka`)."
+    )
+    kafka_version: str = Field("4.4.0", description="The Apache Kafka version `k2 broker fetch --kind kafka` pins.")
+    kafka_dist: Path | None = Field(
+        None, description="Where the fetched Kafka jars are; unset = <home>/cache/kafka-<version>."
+    )
+    kafka_jvm_options: str = Field(
+        "-Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+        description="JVM options of the local Apache Kafka broker (C1 only and the serial collector: half the "
+        "start-up CPU on a small machine).",
+    )
     topic_trades: str = "k2.trades.v1"
     topic_quotes: str = "k2.quotes.v1"
     topic_reference: str = "k2.reference.v1"
@@ -125,6 +137,12 @@ class Settings(BaseModel):
     materialize_bars: bool = Field(
         True, description="Keep the bars_1m table (1-minute partial bars of the trades) up to date at ingest."
     )
+
+    # Distributed engines on the same tables (k2.engines)
+    trino_version: str = Field("476", description="trino-server version `k2 trino fetch` pins (newest on Maven "
+                               "Central; needs Java 24+).")
+    trino_dist: Path | None = Field(None, description="Where Trino is unpacked; unset = <home>/cache/trino.")
+    trino_java_home: Path | None = Field(None, description="A Java 24+ JDK for Trino; unset = newest in /usr/lib/jvm.")
 
     # Query
     query_cache_mb: int = Field(
@@ -278,6 +296,14 @@ class Settings(BaseModel):
         if self.s3_endpoint:  # MinIO and SeaweedFS serve buckets by path, not by host name
             properties["s3.path-style-access"] = "true"
         return properties
+
+    @property
+    def resolved_trino_dist(self) -> Path:
+        return self.trino_dist or self.home_path / "cache" / "trino"
+
+    @property
+    def resolved_kafka_dist(self) -> Path:
+        return self.kafka_dist or self.home_path / "cache" / f"kafka-{self.kafka_version}"
 
     @property
     def registry_dir(self) -> Path:

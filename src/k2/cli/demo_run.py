@@ -42,7 +42,7 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
     engine = QueryEngine(settings)
     out.rule("[bold]K2 demo")
     out.print(f"K2_HOME: {settings.home_dir}   broker: {settings.broker} (local, loopback)")
-    with ManagedBroker(settings.broker, settings.broker_dir / f"demo-{settings.broker}") as broker:
+    with ManagedBroker(settings.broker, settings.broker_dir / f"demo-{settings.broker}", settings=settings) as broker:
         out.print(f"broker up on {broker.bootstrap}")
         ensure_topics(settings, broker.bootstrap)
         started = time.monotonic()

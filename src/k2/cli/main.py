@@ -14,7 +14,7 @@ from types import FrameType
 import typer
 from pydantic import ValidationError
 
-from k2.cli import apikey, broker, demo, dlq, doctor, ingest, lake, load, query, registry, replay, serve
+from k2.cli import apikey, broker, demo, dlq, doctor, engines, ingest, lake, load, query, registry, replay, serve
 from k2.cli.output import console
 from k2.errors import K2Error
 from k2.obs.logs import configure_logging
@@ -43,6 +43,7 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(apikey.app, name="apikey")
 app.command()(demo.demo)
 app.command()(doctor.doctor)
+app.add_typer(engines.trino_app, name="trino")
 
 log = logging.getLogger("k2")
 

