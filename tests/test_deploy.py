@@ -98,3 +98,17 @@ def _containers(document: dict[str, object]) -> list[dict[str, object]]:
         spec = spec["jobTemplate"]["spec"]  # type: ignore[index]
     template = spec.get("template") if isinstance(spec, dict) else None
     return list(template["spec"]["containers"]) if template else []  # type: ignore[index]
+
+
+def test_every_alert_links_to_a_runbook_section_that_exists() -> None:
+    import re
+
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    runbook = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbook, re.M)}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            link = rule["annotations"]["runbook"]
+            path, _, anchor = link.partition("#")
+            assert path == "docs/operations.md" and anchor in anchors, f"{rule['alert']}: {link}"
+            assert f"`{rule['alert']}`" in runbook, f"the runbook does not name {rule['alert']}"
