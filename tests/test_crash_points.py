@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from k2 import faults
 from k2.ingest import pipeline
 from k2.kafka.config import ingest_group
+from k2.kafka.groups import committed as group_committed
 from k2.lake.catalog import ensure_table, open_catalog
 from k2.lake.offsets import landed_offsets
 from k2.query.engine import QueryEngine
@@ -58,7 +59,7 @@ def _quality_received(settings: Settings) -> int:
 def _group_offsets(settings: Settings) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": ingest_group(settings, Dataset.TRADES), "enable.auto.commit": False})
-    committed = consumer.committed([TopicPartition(settings.topic_trades, p) for p in range(4)], timeout=10)
+    committed = group_committed(consumer, [TopicPartition(settings.topic_trades, p) for p in range(4)])
     consumer.close()
     return sum(max(tp.offset, 0) for tp in committed)
 

@@ -31,6 +31,7 @@ from k2.kafka.dead_letters import (
     read_dead_letters,
     replay_dead_letters,
 )
+from k2.kafka.groups import committed as group_committed
 from k2.kafka.producer import with_ingest_ts
 from k2.query.engine import QueryEngine
 from k2.registry import registry_for
@@ -144,7 +145,7 @@ def _settled_replay_offsets(settings: Settings) -> dict[int, int]:
                       "group.id": settings.consumer_group + REPLAY_GROUP_SUFFIX, "enable.auto.commit": False})
     previous: dict[int, int] | None = None
     for _ in range(30):
-        committed = group.committed([TopicPartition(settings.topic_dlq, p) for p in range(4)], timeout=10)
+        committed = group_committed(group, [TopicPartition(settings.topic_dlq, p) for p in range(4)])
         offsets = {tp.partition: max(tp.offset, 0) for tp in committed}
         if offsets == previous:
             break
@@ -181,7 +182,7 @@ def test_replay_marks_only_what_the_broker_acknowledged(kind: BrokerKind, tmp_pa
                             "group.id": settings.consumer_group + REPLAY_GROUP_SUFFIX, "enable.auto.commit": False})
         progress = [TopicPartition(settings.topic_dlq, p) for p in range(4)]
         deadline = time.monotonic() + 120
-        while not any(tp.offset > 0 for tp in watcher.committed(progress, timeout=10)):  # a first chunk is marked
+        while not any(tp.offset > 0 for tp in group_committed(watcher, progress)):  # a first chunk is marked
             assert time.monotonic() < deadline and replay.poll() is None, "the replay never marked a letter"
             time.sleep(0.01)
         os.kill(state.pid, signal.SIGSTOP)  # the broker stops answering, mid-replay

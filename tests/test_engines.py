@@ -114,3 +114,72 @@ def test_rows_trino_writes_k2_reads(lake: tuple[Settings, list[int]], trino_url:
     assert before == 0 and [(r["sequence"], r["price"], r["size"], r["side"], r["trade_id"]) for r in rows] == [
         (1, Decimal("12.345"), 100, "BUY", "trino-1"), (2, Decimal("12.35"), 250, "SELL", "trino-2")]
     assert rows[0]["ts"] == dt.datetime(2026, 3, 3, 10, 0, 0, 1, tzinfo=dt.UTC)
+
+
+def _spark(settings: Settings, *queries: str) -> list[list[dict[str, object]]]:
+    """`k2 spark sql` in its own process (one JVM per call, as a user runs it): each query's rows."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.services import settings_env
+
+    env = {**settings_env(settings), "K2_SPARK_JARS": os.environ.get("K2_SPARK_JARS", str(CACHE / "spark")),
+           "SPARK_LOCAL_IP": "127.0.0.1", "TZ": "UTC"}
+    done = subprocess.run([sys.executable, "-m", "k2.cli", "spark", "sql", *queries], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line, parse_float=Decimal) for line in done.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "rest-s3"])
+def spark_lake(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[int]]:
+    from k2.engines import spark
+
+    base = Settings(home=tmp_path_factory.mktemp("spark") / "home")
+    settings = on_profile(base, request.param, request)
+    spark.fetch(settings.model_copy(update={"spark_jars": Path(os.environ.get("K2_SPARK_JARS", CACHE / "spark"))}))
+    trades = pa.concat_tables([generate_trades(day, SYMBOLS, 3_000, seed=day.day + 10) for day in DAYS])
+    return settings, _land(settings, trades, commits=3)
+
+
+def test_spark_gives_k2s_answers_and_k2_reads_what_spark_writes(spark_lake: tuple[Settings, list[int]]) -> None:
+    settings, snapshots = spark_lake
+    table = f"{settings.catalog_name}.{settings.namespace}.trades"
+    engine = QueryEngine(settings.model_copy(update={"query_cache_mb": 0}))
+    counts, sums, bars, travel, listed, _ = _spark(
+        settings,
+        f"SELECT symbol, count(*) AS n FROM {table} GROUP BY symbol",
+        f"SELECT symbol, CAST(to_date(ts) AS STRING) AS day, CAST(sum(price * size) AS STRING) AS notional, "
+        f"sum(size) AS volume FROM {table} GROUP BY 1, 2",
+        f"""SELECT unix_micros(date_trunc('MINUTE', ts)) AS bar,
+                   CAST(min_by(price, struct(ts, sequence)) AS STRING) AS open, CAST(max(price) AS STRING) AS high,
+                   CAST(min(price) AS STRING) AS low, CAST(max_by(price, struct(ts, sequence)) AS STRING) AS close,
+                   sum(size) AS volume, count(*) AS trades
+            FROM {table} WHERE symbol = 'BBB' AND ts >= TIMESTAMP '2026-03-02 15:00:00'
+              AND ts < TIMESTAMP '2026-03-02 16:00:00' GROUP BY 1 ORDER BY 1""",
+        f"SELECT count(*) AS n FROM {table} VERSION AS OF {snapshots[0]}",
+        f"SELECT snapshot_id FROM {table}.snapshots",
+        f"""INSERT INTO {table} (exchange, symbol, ts, sequence, price, size, side, trade_id, conditions, venue,
+                                 ingest_ts)
+            VALUES ('XASX', 'ZZS', TIMESTAMP '2026-03-03 10:00:00.000001', 1, 12.345BD, 100, 'BUY', 'spark-1', NULL,
+                    NULL, TIMESTAMP '2026-03-03 10:00:01')""",
+    )
+    assert {r["symbol"]: r["n"] for r in counts} == {
+        r["symbol"]: r["trades"] for r in engine.counts().to_pylist() if r["symbol"] != "ZZS"}
+    vwaps = {(r["symbol"], r["day"]): (Decimal(r["notional"]) / Decimal(r["volume"])).quantize(Decimal("1E-8"))
+             for r in sums}
+    day_bars = engine.bars(SYMBOLS, "1d").to_pylist()
+    assert vwaps == {(b["symbol"], b["bar_start"].date().isoformat()): b["vwap"] for b in day_bars}
+    start = dt.datetime(2026, 3, 2, 15, tzinfo=dt.UTC)
+    expected = engine.bars(["BBB"], "1m", TimeRange(start, start + dt.timedelta(hours=1))).to_pylist()
+    assert len(bars) == len(expected) > 30
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert [(epoch + dt.timedelta(microseconds=r["bar"]), Decimal(r["open"]), Decimal(r["high"]), Decimal(r["low"]),
+             Decimal(r["close"]), r["volume"], r["trades"]) for r in bars] == [
+        (b["bar_start"], b["open"], b["high"], b["low"], b["close"], b["volume"], b["trades"]) for b in expected]
+    assert travel[0]["n"] == engine.trades(snapshot_id=snapshots[0], limit=None).num_rows
+    assert set(snapshots) <= {r["snapshot_id"] for r in listed}
+    rows = engine.trades(["ZZS"], limit=None).to_pylist()  # written by Spark, read by K2
+    assert [(r["ts"], r["sequence"], r["price"], r["size"], r["side"], r["trade_id"]) for r in rows] == [
+        (dt.datetime(2026, 3, 3, 10, 0, 0, 1, tzinfo=dt.UTC), 1, Decimal("12.345"), 100, "BUY", "spark-1")]

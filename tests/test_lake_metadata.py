@@ -129,3 +129,13 @@ def test_a_query_command_imports_neither_pyiceberg_nor_sqlalchemy(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('"symbol","bar_start","open"')  # it answered
     assert "HEAVY []" in done.stderr
+
+
+def test_java_and_python_spellings_of_a_local_file_are_the_same_file() -> None:
+    """Spark and Trino write `file:/path`, pyiceberg `file:///path`: K2 reads both (seen: a Spark commit's metadata
+    file was looked for under the literal name 'file:/...')."""
+    from k2.lake.fileio import local_path, readable
+
+    assert local_path("file:/tmp/w/a.parquet") == local_path("file:///tmp/w/a.parquet") == "/tmp/w/a.parquet"
+    assert readable("/tmp/w/a.parquet") == "/tmp/w/a.parquet"
+    assert local_path("s3://bucket/a.parquet") is None and readable("s3://bucket/a.parquet") == "s3://bucket/a.parquet"

@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from k2.errors import SnapshotNotFoundError
 from k2.ingest import pipeline
 from k2.kafka.config import ingest_group
+from k2.kafka.groups import committed as group_committed
 from k2.kafka.producer import with_ingest_ts
 from k2.lake import writer
 from k2.lake.catalog import ensure_table, open_catalog
@@ -68,7 +69,7 @@ def _set_group_offsets(settings: Settings, offsets: dict[int, int]) -> None:
 
 def _group_offsets(settings: Settings, partitions: list[int]) -> dict[int, int]:
     consumer = _group(settings)
-    committed = consumer.committed([TopicPartition(settings.topic_trades, p) for p in partitions], timeout=10)
+    committed = group_committed(consumer, [TopicPartition(settings.topic_trades, p) for p in partitions])
     consumer.close()
     return {tp.partition: tp.offset for tp in committed}
 

@@ -143,6 +143,10 @@ class Settings(BaseModel):
                                "Central; needs Java 24+).")
     trino_dist: Path | None = Field(None, description="Where Trino is unpacked; unset = <home>/cache/trino.")
     trino_java_home: Path | None = Field(None, description="A Java 24+ JDK for Trino; unset = newest in /usr/lib/jvm.")
+    spark_jars: Path | None = Field(
+        None, description="Where `k2 spark fetch` puts Iceberg's Spark runtime and the JDBC drivers; unset = "
+        "<home>/cache/spark-iceberg-<version>."
+    )
 
     # Query
     query_cache_mb: int = Field(

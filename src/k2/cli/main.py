@@ -44,6 +44,7 @@ app.add_typer(apikey.app, name="apikey")
 app.command()(demo.demo)
 app.command()(doctor.doctor)
 app.add_typer(engines.trino_app, name="trino")
+app.add_typer(engines.spark_app, name="spark")
 
 log = logging.getLogger("k2")
 

@@ -30,6 +30,7 @@ from k2.ingest.committer import LakeCommitter
 from k2.ingest.lander import Lander
 from k2.ingest.prepare import BatchPreparer, PreparedBatch
 from k2.kafka.config import close_consumer
+from k2.kafka.groups import committed as committed_offsets
 from k2.lake import quality
 from k2.lake.offsets import landed_offsets
 from k2.obs import tracing
@@ -122,7 +123,7 @@ class LakeIngestor:
         # the group's on this cluster are all there is; re-read ticks are dropped as duplicates
         log.info("%s: the lake's offsets were recorded on Kafka cluster %s, this is %s: starting from the group's",
                  self._topic, landed.cluster_id, self._cluster)
-        committed = consumer.committed(partitions, timeout=10)
+        committed = committed_offsets(consumer, partitions)
         return {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in committed}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

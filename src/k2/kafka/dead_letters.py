@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from k2.errors import DeadLetterError
 from k2.kafka.config import close_consumer, consumer_config, producer_config
+from k2.kafka.groups import committed as committed_offsets
 from k2.obs.metrics import DEAD_LETTERS
 from k2.settings import Settings
 
@@ -136,7 +137,7 @@ class DeadLetterReader:
             for tp in partitions:
                 tp.offset = OFFSET_BEGINNING
         else:
-            committed = self._consumer.committed(partitions, timeout=10)
+            committed = committed_offsets(self._consumer, partitions)
             for tp, done in zip(partitions, committed, strict=True):
                 tp.offset = done.offset if done.offset >= 0 else OFFSET_BEGINNING
         self._consumer.assign(partitions)

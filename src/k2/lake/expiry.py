@@ -24,7 +24,7 @@ from pyiceberg.expressions import In
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from k2.lake.fileio import delete_file, list_files
+from k2.lake.fileio import delete_file, list_files, readable
 from k2.lake.offsets import OFFSETS_PROPERTY
 from k2.lake.quality import APPLIED_PROPERTY, BATCH_PROPERTY, QUALITY_FILE_PROPERTY, SETTLED_PROPERTY
 from k2.lake.snapshots import ancestry, property_of
@@ -121,7 +121,7 @@ def remove_orphan_files(table: Table, min_age_seconds: float, also_referenced: s
     `also_referenced`: quality files named by data snapshots) and that are older than `min_age_seconds`. Local
     warehouses and s3:// (listed and deleted with the settings' keys: lake/fileio.py)."""
     table.refresh()
-    referenced = _referenced(table) | {p.removeprefix("file://") for p in also_referenced or set()}
+    referenced = _referenced(table) | {readable(p) for p in also_referenced or set()}
     cutoff = time.time() - min_age_seconds
     report = OrphanReport()
     try:
@@ -146,7 +146,7 @@ def _referenced(table: Table) -> set[str]:
             paths.add(manifest.manifest_path)
             paths.update(entry.data_file.file_path for entry in manifest.fetch_manifest_entry(table.io, False))
     paths.update(s.statistics_path for s in getattr(metadata, "statistics", []))
-    return {p.removeprefix("file://") for p in paths}
+    return {readable(p) for p in paths}
 
 
 def quality_files_named(data_tables: list[Table]) -> set[str]:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
     from k2.settings import Settings
 
-_FILE_SCHEME = "file://"
 _S3_SCHEMES = ("s3://", "s3a://")
 _s3_options: dict[str, Any] = {}
 _s3_filesystem: list[fs.S3FileSystem] = []
@@ -57,10 +56,18 @@ def _s3() -> fs.S3FileSystem:
 
 
 def local_path(location: str) -> str | None:
-    """The filesystem path of a local location (None: a remote one)."""
-    if location.startswith(_FILE_SCHEME):
-        return location[len(_FILE_SCHEME):]
+    """The filesystem path of a local location (None: a remote one). Java writers (Spark, Trino) spell local
+    files `file:/path`, Python ones `file:///path`: both are the same file."""
+    if location.startswith("file:"):
+        rest = location[len("file:"):]
+        return "/" + rest.lstrip("/") if rest.startswith("/") else rest
     return None if "://" in location else location
+
+
+def readable(location: str) -> str:
+    """The name DuckDB and pyarrow open a lake file by: a plain path for local files, the URI otherwise."""
+    path = local_path(location)
+    return location if path is None else path
 
 
 def open_input(location: str) -> pa.NativeFile:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.errors import QueryError, UnknownSymbolError
+from k2.lake.fileio import readable
 from k2.lake.metadata import COMPACTION_PROPERTY, TableState
 from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.partials import MINUTE_US, Partials, raw_partials
@@ -188,7 +189,7 @@ class QueryEngine:
         plan = self._plan(dataset, None, TimeRange(), None)
         if not plan.paths:
             return []
-        local = [p.removeprefix("file://") for p in plan.paths]
+        local = [readable(p) for p in plan.paths]
         with self._cursor() as con:
             rows = con.execute("SELECT DISTINCT symbol FROM read_parquet(?) ORDER BY symbol", [local]).fetchall()
         return [str(r[0]) for r in rows]
@@ -202,7 +203,7 @@ class QueryEngine:
         files = {}
         for dataset in VIEWS.values():
             plan = self._plan(dataset, None, TimeRange(), None)
-            files[dataset] = [p.removeprefix("file://") for p in plan.paths]
+            files[dataset] = [readable(p) for p in plan.paths]
         return run_sql(text, files, max_rows or self._settings.query_sql_max_rows,
                        timeout_seconds or self._settings.query_sql_timeout_seconds, self._settings)
 
@@ -263,7 +264,7 @@ class QueryEngine:
         order = "valid_from" if dataset is Dataset.REFERENCE else "ex_date"
         sql = (f"SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) WHERE {clauses} "
                f"ORDER BY symbol, {order}")
-        local = [p.removeprefix("file://") for p in plan.paths]
+        local = [readable(p) for p in plan.paths]
         with self._cursor() as con:
             return conform(con.execute(sql, [local, *params]).to_arrow_table(), arrow_schema(dataset))
 
@@ -335,7 +336,7 @@ class QueryEngine:
                 result: pa.Table = con.execute(select, params).to_arrow_table()
                 return result
         plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
-        local = [p.removeprefix("file://") for p in plan.paths]
+        local = [readable(p) for p in plan.paths]
         clauses, where_params = where(symbols, span.start, span.end)
         source = ("(SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                   f"WHERE {clauses}) AS ticks")
@@ -492,7 +493,7 @@ class QueryEngine:
         table's current ancestry count: a rolled-back batch's counts are gone with its rows."""
         from k2.lake.quality import BATCH_PROPERTY, QUALITY_TABLE, landed_batches
 
-        files = [p.removeprefix("file://") for p in self._planner.plan(QUALITY_TABLE).paths]
+        files = [readable(p) for p in self._planner.plan(QUALITY_TABLE).paths]
         if not files:
             return QUALITY_VIEW_SCHEMA.empty_table()
         tables = [t for d in Dataset if (t := self.table(d)) is not None]

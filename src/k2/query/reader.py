@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.arrow_util import symbol_runs
+from k2.lake.fileio import readable
 from k2.lake.partials import Partials
 from k2.query.aggregate import partial_step
 from k2.query.duck import Duck
@@ -126,7 +127,7 @@ class Reader:
                    f"WHERE {clauses} "
                    "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1")
             with self._duck.cursor() as con:
-                rows = con.execute(sql, [[p.removeprefix("file://") for p in cold], *params]).to_arrow_table()
+                rows = con.execute(sql, [[readable(p) for p in cold], *params]).to_arrow_table()
             found.append(conform(rows, schema))
         found = [f for f in found if f.num_rows]
         if not found:
@@ -143,7 +144,7 @@ class Reader:
         clauses, params = where(symbols, start, end)
         sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                f"WHERE {clauses} ORDER BY symbol, ts, sequence")
-        local = [p.removeprefix("file://") for p in paths]
+        local = [readable(p) for p in paths]
         with self._duck.cursor() as con:  # a cursor per query: threads may share the engine
             result: pa.Table = con.execute(sql, [local, *params]).to_arrow_table()
         return result

@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from k2.lake.fileio import readable
 from k2.query.objectstore import attach_object_store
 from k2.query.plan import Planner, to_micros
 from k2.replay.cursor import Position, ReplayRequest
@@ -88,7 +89,7 @@ class MergedSource:
                                       _instant(high), snapshot_id=request.snapshots.get(dataset))
             if not plan.paths:
                 continue
-            paths = [p.removeprefix("file://") for p in plan.paths]
+            paths = [readable(p) for p in plan.paths]
             select, bound = self._select(dataset, paths, low, high, after)
             selects.append(select)
             params.extend(bound)
