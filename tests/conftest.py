@@ -96,13 +96,29 @@ def on_profile(settings: Settings, profile: str, request: pytest.FixtureRequest)
     })
 
 
+@pytest.fixture(scope="session")
+def profile_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerState]:
+    """One broker for the lake-profile tests: they vary the catalog and the storage, and the Kafka-facing suite
+    already runs on every broker (three brokers x three profiles would triple their time for nothing new)."""
+    kind: BrokerKind = brokers_under_test()[0]  # type: ignore[assignment]
+    with ManagedBroker(kind, tmp_path_factory.mktemp(f"profile-broker-{kind}")) as state:
+        yield state
+
+
 @pytest.fixture(params=PROFILES)
-def profile_settings(request: pytest.FixtureRequest, kafka_settings: Settings) -> Settings:
-    """kafka_settings on each lake profile in turn."""
-    return on_profile(kafka_settings, request.param, request)
+def profile_settings(request: pytest.FixtureRequest, home: Path, profile_broker: BrokerState) -> Settings:
+    """Settings with topics of this test's own on the profile broker, on each lake profile in turn."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        home=home, kafka_bootstrap=profile_broker.bootstrap, broker=profile_broker.kind,
+        topic_trades=f"trades-{tag}", topic_quotes=f"quotes-{tag}", topic_reference=f"reference-{tag}",
+        topic_corporate_actions=f"actions-{tag}", topic_dlq=f"dlq-{tag}", consumer_group=f"k2-test-{tag}",
+        ingest_idle_seconds=2.0,
+    )
+    return on_profile(settings, request.param, request)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "broker" in getattr(item, "fixturenames", ()):
+        if {"broker", "profile_broker"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
