@@ -1,0 +1,181 @@
+"""1000x the seed's volume, end to end: N trades and N quotes generated day by day, produced to Apache Kafka,
+landed by `k2 ingest` (its own process), compacted by `k2 maintain`, queried with bench/query.py's queries against
+the same peers (ArcticDB, polars and DuckDB over hive Parquet, built day by day beside the load), and replayed.
+Reports every rate, each process's peak RSS and the disk each store takes.
+
+    .venv/bin/python bench/scale.py --ticks 50000000 [--symbols 50] [--days 25] [--runs 20] [--root DIR]
+
+Memory stays bounded by one day of data in this process (the generator, the producer, the peers' builders), by the
+commit size in `k2 ingest`, by a partition in `k2 maintain`, by one day in the replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import query as qb
+from k2.kafka import distribution
+from k2.kafka.broker import ManagedBroker
+from k2.kafka.producer import TickProducer
+from k2.registry import registry_for
+from k2.schemas import Dataset
+from k2.settings import Settings
+from k2.sources.generator import generate_quotes, generate_trades
+
+
+def own_rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def child(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run `command`; its wall seconds, its own peak RSS (MiB) and stdout."""
+    started = time.perf_counter()
+    out, rss = finish(spawn(command, env))
+    return time.perf_counter() - started, rss, out
+
+
+def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    # stderr to a file: a pipe nobody reads while stdout is being read could fill and stall the child
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[str, float]:
+    """Wait for `process`: its stdout and peak RSS in MiB (wait4: this child's alone)."""
+    assert process.stdout is not None
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, f"{process.args} failed with {process.returncode}"
+    return out, usage.ru_maxrss / 1024
+
+
+def append_arctic(library: object, day: qb.Data, first: bool) -> None:
+    for name, rows in (("trades", day.trades), ("quotes", day.quotes)):
+        frame = qb._float_prices(pl.from_arrow(rows)).to_pandas()
+        frame["ts"] = frame["ts"].dt.tz_localize(None)
+        for symbol, part in frame.groupby("symbol"):
+            body = part.drop(columns=["symbol"]).set_index("ts").sort_index()
+            (library.write if first else library.append)(f"{name}/{symbol}", body)  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ticks", type=int, default=50_000_000, help="trades, and as many quotes")
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--days", type=int, default=25)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--root", type=Path, help="where the lake, the log and the peers go (default: a temp dir)")
+    parser.add_argument("--no-peers", action="store_true", help="K2 only (no ArcticDB/hive builds)")
+    args = parser.parse_args()
+    root = args.root or Path(tempfile.mkdtemp(prefix="k2-bench-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    base = Settings()
+    distribution.fetch(base.resolved_kafka_dist, base.kafka_version)
+    names = [f"S{i:03d}" for i in range(args.symbols)]
+    days = [qb.FIRST_DAY + i * qb.DAY for i in range(args.days)]
+    per_day = args.ticks // args.days
+    print(f"{args.ticks:,} trades + {args.ticks:,} quotes, {args.symbols} symbols x {args.days} days, Apache Kafka "
+          f"{base.kafka_version}, {os.cpu_count()} cores; everything under {root}", flush=True)
+
+    library = None
+    if not args.no_peers:
+        try:
+            import arcticdb
+
+            library = arcticdb.Arctic(f"lmdb://{root / 'arctic'}?map_size=60GB").get_library(
+                "ticks", create_if_missing=True)
+        except ImportError:
+            print("ArcticDB not installed (pip install -e '.[bench]'): left out")
+    with ManagedBroker("kafka", root / "kafka", settings=base) as broker:
+        settings = Settings(home=root / "k2", kafka_bootstrap=broker.bootstrap, topic_partitions=8,
+                            kafka_dist=base.resolved_kafka_dist)
+        env = {**os.environ, "K2_HOME": str(settings.home), "K2_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "K2_TOPIC_PARTITIONS": "8"}
+        from k2.kafka.admin import ensure_topics
+
+        ensure_topics(settings, broker.bootstrap)
+        ingest = spawn([sys.executable, "-m", "k2.cli", "ingest", "--dataset", "all", "--idle-seconds", "60"], env)
+        producer = TickProducer(settings, broker.bootstrap, registry_for(settings))
+        produce_seconds = peers_seconds = 0.0
+        started = time.time()
+        for index, day in enumerate(days):
+            trades = generate_trades(day, names, per_day, seed=11 + index)
+            quotes = generate_quotes(day, names, per_day, seed=97 + index)
+            clock = time.perf_counter()
+            for dataset, rows in ((Dataset.TRADES, trades), (Dataset.QUOTES, quotes)):
+                for offset in range(0, rows.num_rows, 200_000):
+                    producer.send(dataset, rows.slice(offset, 200_000))
+            produce_seconds += time.perf_counter() - clock
+            if not args.no_peers:
+                clock = time.perf_counter()
+                qb.build_hive(root / "hive" / f"part-{index}", qb.Data(trades, quotes, names, [day]))
+                if library is not None:
+                    append_arctic(library, qb.Data(trades, quotes, names, [day]), first=index == 0)
+                peers_seconds += time.perf_counter() - clock
+            print(f"  day {index + 1}/{args.days} produced ({time.time() - started:.0f}s)", flush=True)
+        report = producer.close()
+        assert report.failed == 0, report
+        produced_at = time.time()
+        out, ingest_rss = finish(ingest)
+        from k2.lake.catalog import ensure_table, open_catalog
+
+        catalog = open_catalog(settings)
+        last_commit = max(ensure_table(catalog, settings, d).metadata.snapshots[-1].timestamp_ms
+                          for d in (Dataset.TRADES, Dataset.QUOTES)) / 1000
+        total = 2 * per_day * args.days
+        kafka_bytes = du(root / "kafka")
+        lake_before = du(settings.home / "warehouse")
+        print(f"\nproduced {total:,} records in {produce_seconds:.0f}s of producing ({total / produce_seconds:,.0f}/s; "
+              f"generation and peer builds excluded); all landed {last_commit - started:.0f}s after the first "
+              f"record ({total / (last_commit - started):,.0f} rows/s end to end), {last_commit - produced_at:.0f}s "
+              f"after the last; producer process peak RSS {own_rss():,.0f} MiB, `k2 ingest` peak RSS "
+              f"{ingest_rss:,.0f} MiB")
+        print(out.strip())
+        seconds, rss, _ = child([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "1"],
+                                env)
+        print(f"k2 maintain: {seconds:.0f}s ({total / seconds:,.0f} rows/s), peak RSS {rss:,.0f} MiB; lake "
+              f"{lake_before / 1e9:.2f} GB as ingested → {du(settings.home / 'warehouse') / 1e9:.2f} GB compacted; "
+              f"Kafka log {kafka_bytes / 1e9:.2f} GB; hive Parquet {du(root / 'hive') / 1e9:.2f} GB; ArcticDB "
+              f"{du(root / 'arctic') / 1e9:.2f} GB; peers built in {peers_seconds:.0f}s", flush=True)
+
+    query_settings = Settings(home=settings.home)
+    engines: list[object] = [qb.K2(query_settings), qb.K2Cold(query_settings)]
+    if not args.no_peers:
+        engines += [qb.Polars(root / "hive"), qb.DuckDBParquet(root / "hive")]
+        if library is not None:
+            qb.Arctic.symbols = names
+            engines.insert(2, qb.Arctic(library))
+    chosen = qb.picks(qb.Data(pa.table({}), pa.table({}), names, days), max(args.runs, 10), 7)
+    qb.run(engines, chosen, args.runs, "compacted lake, first pass")
+    qb.run(engines, chosen, args.runs, "compacted lake, the same picks again")
+    print(f"query process peak RSS {own_rss():,.0f} MiB")
+
+    replay = ("import time; from k2.replay.engine import Replay; from k2.settings import Settings; "
+              "t = time.perf_counter(); n = sum(b.num_rows for b in Replay(Settings()).batches()); "
+              "print(n, time.perf_counter() - t)")
+    _, rss, out = child([sys.executable, "-c", replay], {**os.environ, "K2_HOME": str(settings.home)})
+    events, seconds = out.split()
+    print(f"replay of everything, merged and in order, max speed: {int(events):,} events in {float(seconds):.0f}s "
+          f"({int(events) / float(seconds):,.0f} events/s), peak RSS {rss:,.0f} MiB")
+    if args.root is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
