@@ -213,3 +213,28 @@ def test_a_file_read_in_the_wrong_layout_fails_and_says_how_to_choose(broker: Br
     assert "rejected 549" in forced.stdout
     assert "every row was rejected, read as ASX trades (7 columns, no header)" in message
     assert "--dataset trades|quotes|reference" in message and "Traceback" not in message
+
+
+def test_production_commands_say_what_is_missing(home: Path, tmp_path: Path) -> None:
+    """Kafka, Trino and Spark are never fetched behind a user's back: without them the commands say which
+    command fetches them; Trino refuses the embedded SQLite catalog and explains why; the catalog file it prints for
+    PostgreSQL is the JDBC catalog on the same database and catalog name."""
+    empty = {"K2_KAFKA_DIST": str(tmp_path / "no-kafka"), "K2_SPARK_JARS": str(tmp_path / "no-spark")}
+    started = run_k2("broker", "start", "--kind", "kafka", home=home, env=empty)
+    assert started.returncode == 1 and "k2 broker fetch --kind kafka" in " ".join(started.stderr.split())
+    assert not (tmp_path / "no-kafka").exists()  # nothing was downloaded
+    spark = run_k2("spark", "conf", home=home, env=empty)
+    assert spark.returncode == 1 and "k2 spark fetch" in " ".join(spark.stderr.split())
+    embedded = run_k2("trino", "catalog", home=home)
+    assert embedded.returncode == 1 and "PostgreSQL or REST catalog" in " ".join(embedded.stderr.split())
+    uri = "postgresql+psycopg://k2:s3cret@db.example:5433/lake"
+    catalog = run_k2("trino", "catalog", home=home, env={"K2_CATALOG_URI": uri, "K2_CATALOG_NAME": "desk"})
+    assert catalog.returncode == 0, catalog.stderr
+    properties = dict(line.split("=", 1) for line in catalog.stdout.splitlines())
+    assert properties["iceberg.catalog.type"] == "jdbc"
+    assert properties["iceberg.jdbc-catalog.connection-url"] == "jdbc:postgresql://db.example:5433/lake"
+    assert properties["iceberg.jdbc-catalog.catalog-name"] == "desk"
+    assert properties["iceberg.jdbc-catalog.connection-password"] == "s3cret"
+    rest = run_k2("trino", "catalog", home=home, env={"K2_CATALOG_TYPE": "rest"})
+    assert rest.returncode == 2  # an invalid combination of settings, named as the user wrote them
+    assert "invalid setting: K2_CATALOG_TYPE=rest needs K2_CATALOG_URI" in " ".join(rest.stderr.split())

@@ -61,6 +61,12 @@ def _log_level() -> str:
         return "WARNING"  # reported as the command runs, with the other settings
 
 
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    """One invalid setting, named by its variable; a rule across settings names them itself."""
+    message = message.removeprefix("Value error, ")
+    return f"K2_{'_'.join(map(str, location)).upper()}: {message}" if location else message
+
+
 class Interrupted(BaseException):
     """Ctrl-C, raised past click (which would turn a KeyboardInterrupt into "Aborted!" and exit code 1)."""
 
@@ -112,7 +118,7 @@ def _report(exc: BaseException, level: str) -> None:
     if isinstance(exc, K2Error):
         _fail(str(exc))
     if isinstance(exc, ValidationError):
-        problems = "; ".join(f"K2_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
         _fail(f"invalid setting: {problems}", 2)
     if isinstance(exc, OSError):  # the environment: a file, directory or permission problem K2 did not foresee
         where = f" ({exc.filename})" if exc.filename else ""
