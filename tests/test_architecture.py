@@ -10,11 +10,12 @@ import k2
 
 ROOT = Path(k2.__file__).parent
 
-BASE = {"errors", "settings", "faults", "retry", "arrow_util", "schemas", "obs"}
+BASE = {"errors", "settings", "faults", "retry", "arrow_util", "schemas", "obs", "filelock"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "faults": set(),
     "retry": set(),
+    "filelock": set(),
     "runtime": set(),
     "arrow_util": set(),
     "data": set(),

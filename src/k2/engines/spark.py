@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k2.errors import ConfigError, K2Error
+from k2.filelock import exclusive
 from k2.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,6 +56,13 @@ def jars_dir(settings: Settings) -> Path:
 def fetch(settings: Settings) -> Path:
     """The Iceberg runtime, AWS bundle and JDBC drivers from Maven Central (idempotent; ~110 MB)."""
     target = jars_dir(settings)
+    if (target / _COMPLETE).exists():
+        return target
+    with exclusive(target):
+        return _fetch(target)
+
+
+def _fetch(target: Path) -> Path:
     if (target / _COMPLETE).exists():
         return target
     maven = shutil.which("mvn")

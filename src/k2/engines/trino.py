@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2.errors import ConfigError, K2Error
+from k2.filelock import exclusive
 from k2.settings import Settings
 
 MIN_JAVA = 24
@@ -42,6 +43,13 @@ def installed(settings: Settings) -> bool:
 
 def fetch(settings: Settings) -> Path:
     """Download and unpack the pinned trino-server (idempotent); Maven keeps its own copy in ~/.m2."""
+    if installed(settings):
+        return server_dir(settings)
+    with exclusive(settings.resolved_trino_dist):
+        return _fetch(settings)
+
+
+def _fetch(settings: Settings) -> Path:
     if installed(settings):
         return server_dir(settings)
     maven = shutil.which("mvn")

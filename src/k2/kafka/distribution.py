@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from k2.errors import BrokerError
+from k2.filelock import exclusive
 
 LOG4J_BINDING = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.5")
 _COMPLETE = ".complete"
@@ -81,7 +82,15 @@ def installed(dist: Path, version: str) -> bool:
 
 
 def fetch(dist: Path, version: str, maven: str | None = None) -> Path:
-    """Fetch Kafka `version` and its runtime dependencies into `dist`/libs with Maven (idempotent)."""
+    """Fetch Kafka `version` and its runtime dependencies into `dist`/libs with Maven (idempotent; concurrent
+    fetches into one directory wait for each other)."""
+    if installed(dist, version):
+        return dist
+    with exclusive(dist):
+        return _fetch(dist, version, maven)
+
+
+def _fetch(dist: Path, version: str, maven: str | None) -> Path:
     if installed(dist, version):
         return dist
     maven = maven or shutil.which("mvn")
