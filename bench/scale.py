@@ -39,8 +39,17 @@ def own_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def high_water_mib(pid: int) -> float:
+    """A live process's peak RSS so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+    """Bytes on disk (allocated blocks: Kafka's index files are sparse, 10 MB apparent each)."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 def child(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -51,18 +60,26 @@ def child(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 
 def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `command` under GNU time: a child's ru_maxrss counts the pages of the (large) process that spawned it,
+    time's child is forked from time itself, so its figure is the command's own."""
+    peak = tempfile.NamedTemporaryFile(suffix=".rss", delete=False)  # noqa: SIM115 (closed at once, read by finish)
+    peak.close()
     # stderr to a file: a pipe nobody reads while stdout is being read could fill and stall the child
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
+    process = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", peak.name, *command], env=env,
+                               stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)  # noqa: SIM115
+    process.peak_file = peak.name  # type: ignore[attr-defined]
+    return process
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[str, float]:
-    """Wait for `process`: its stdout and peak RSS in MiB (wait4: this child's alone)."""
+    """Wait for `process`: its stdout and its own peak RSS in MiB."""
     assert process.stdout is not None
     out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 0, f"{process.args} failed with {process.returncode}"
-    return out, usage.ru_maxrss / 1024
+    assert process.wait() == 0, f"{process.args} failed with {process.returncode}"
+    peak = Path(process.peak_file)  # type: ignore[attr-defined]
+    kib = int(peak.read_text().split()[-1])
+    peak.unlink()
+    return out, kib / 1024
 
 
 def append_arctic(library: object, day: qb.Data, first: bool) -> None:
@@ -74,34 +91,10 @@ def append_arctic(library: object, day: qb.Data, first: bool) -> None:
             (library.write if first else library.append)(f"{name}/{symbol}", body)  # type: ignore[attr-defined]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ticks", type=int, default=50_000_000, help="trades, and as many quotes")
-    parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--days", type=int, default=25)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--root", type=Path, help="where the lake, the log and the peers go (default: a temp dir)")
-    parser.add_argument("--no-peers", action="store_true", help="K2 only (no ArcticDB/hive builds)")
-    args = parser.parse_args()
-    root = args.root or Path(tempfile.mkdtemp(prefix="k2-bench-scale-"))
-    root.mkdir(parents=True, exist_ok=True)
-    base = Settings()
-    distribution.fetch(base.resolved_kafka_dist, base.kafka_version)
-    names = [f"S{i:03d}" for i in range(args.symbols)]
-    days = [qb.FIRST_DAY + i * qb.DAY for i in range(args.days)]
+def load_and_maintain(args: argparse.Namespace, root: Path, base: Settings, names: list[str], days: list,
+                      library: object | None) -> Settings:
+    """Generate, produce, ingest and compact; the settings of the lake it leaves."""
     per_day = args.ticks // args.days
-    print(f"{args.ticks:,} trades + {args.ticks:,} quotes, {args.symbols} symbols x {args.days} days, Apache Kafka "
-          f"{base.kafka_version}, {os.cpu_count()} cores; everything under {root}", flush=True)
-
-    library = None
-    if not args.no_peers:
-        try:
-            import arcticdb
-
-            library = arcticdb.Arctic(f"lmdb://{root / 'arctic'}?map_size=60GB").get_library(
-                "ticks", create_if_missing=True)
-        except ImportError:
-            print("ArcticDB not installed (pip install -e '.[bench]'): left out")
     with ManagedBroker("kafka", root / "kafka", settings=base) as broker:
         settings = Settings(home=root / "k2", kafka_bootstrap=broker.bootstrap, topic_partitions=8,
                             kafka_dist=base.resolved_kafka_dist)
@@ -124,7 +117,7 @@ def main() -> None:
             produce_seconds += time.perf_counter() - clock
             if not args.no_peers:
                 clock = time.perf_counter()
-                qb.build_hive(root / "hive" / f"part-{index}", qb.Data(trades, quotes, names, [day]))
+                qb.build_hive(root / "hive", qb.Data(trades, quotes, names, [day]))
                 if library is not None:
                     append_arctic(library, qb.Data(trades, quotes, names, [day]), first=index == 0)
                 peers_seconds += time.perf_counter() - clock
@@ -140,19 +133,57 @@ def main() -> None:
                           for d in (Dataset.TRADES, Dataset.QUOTES)) / 1000
         total = 2 * per_day * args.days
         kafka_bytes = du(root / "kafka")
+        broker_rss = high_water_mib(broker.pid)
         lake_before = du(settings.home / "warehouse")
         print(f"\nproduced {total:,} records in {produce_seconds:.0f}s of producing ({total / produce_seconds:,.0f}/s; "
               f"generation and peer builds excluded); all landed {last_commit - started:.0f}s after the first "
               f"record ({total / (last_commit - started):,.0f} rows/s end to end), {last_commit - produced_at:.0f}s "
               f"after the last; producer process peak RSS {own_rss():,.0f} MiB, `k2 ingest` peak RSS "
-              f"{ingest_rss:,.0f} MiB")
+              f"{ingest_rss:,.0f} MiB, Kafka broker (JVM, {base.kafka_jvm_options}) peak RSS {broker_rss:,.0f} MiB")
         print(out.strip())
-        seconds, rss, _ = child([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "1"],
+        seconds, rss, _ = child([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "1",
+                                 "--orphan-age-hours", "0"],
                                 env)
         print(f"k2 maintain: {seconds:.0f}s ({total / seconds:,.0f} rows/s), peak RSS {rss:,.0f} MiB; lake "
               f"{lake_before / 1e9:.2f} GB as ingested → {du(settings.home / 'warehouse') / 1e9:.2f} GB compacted; "
               f"Kafka log {kafka_bytes / 1e9:.2f} GB; hive Parquet {du(root / 'hive') / 1e9:.2f} GB; ArcticDB "
               f"{du(root / 'arctic') / 1e9:.2f} GB; peers built in {peers_seconds:.0f}s", flush=True)
+    return settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ticks", type=int, default=50_000_000, help="trades, and as many quotes")
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--days", type=int, default=25)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--root", type=Path, help="where the lake, the log and the peers go (default: a temp dir)")
+    parser.add_argument("--no-peers", action="store_true", help="K2 only (no ArcticDB/hive builds)")
+    parser.add_argument("--queries-only", action="store_true",
+                        help="query and replay the lake and peers a previous run left under --root")
+    args = parser.parse_args()
+    root = args.root or Path(tempfile.mkdtemp(prefix="k2-bench-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    base = Settings()
+    distribution.fetch(base.resolved_kafka_dist, base.kafka_version)
+    names = [f"S{i:03d}" for i in range(args.symbols)]
+    days = [qb.FIRST_DAY + i * qb.DAY for i in range(args.days)]
+    print(f"{args.ticks:,} trades + {args.ticks:,} quotes, {args.symbols} symbols x {args.days} days, Apache Kafka "
+          f"{base.kafka_version}, {os.cpu_count()} cores; everything under {root}", flush=True)
+
+    library = None
+    if not args.no_peers:
+        try:
+            import arcticdb
+
+            library = arcticdb.Arctic(f"lmdb://{root / 'arctic'}?map_size=60GB").get_library(
+                "ticks", create_if_missing=True)
+        except ImportError:
+            print("ArcticDB not installed (pip install -e '.[bench]'): left out")
+    if args.queries_only:
+        settings = Settings(home=root / "k2")
+    else:
+        settings = load_and_maintain(args, root, base, names, days, library)
 
     query_settings = Settings(home=settings.home)
     engines: list[object] = [qb.K2(query_settings), qb.K2Cold(query_settings)]

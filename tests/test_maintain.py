@@ -92,6 +92,26 @@ def test_compaction_changes_no_answer_and_leaves_one_sorted_file_per_partition(t
     assert again.returncode == 0 and "already compact" in again.stdout
 
 
+def test_maintain_with_no_retention_leaves_exactly_the_current_files(tmp_path: Path) -> None:
+    """Compaction's overwrite records the files it replaced as DELETED entries in the new snapshot's manifests;
+    once the snapshots before it expire, nothing can read those files, and they must go (a 100M-tick run once
+    kept 2.1x the live bytes on disk because orphan removal counted such entries as references)."""
+    settings = Settings(home=tmp_path / "home")
+    _land(settings, Dataset.TRADES, generate_trades(DAYS[0], SYMBOLS, 6_000, seed=3), commits=4)
+    engine = QueryEngine(settings)
+    before = engine.trades()
+    env = {**os.environ, "K2_HOME": str(settings.home)}
+    done = subprocess.run([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "1",
+                           "--orphan-age-hours", "0"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
+    assert len(table.metadata.snapshots) == 1 and property_of(table.metadata.snapshots[0], COMPACTION_PROPERTY)
+    live = {Path(t.file.file_path.removeprefix("file://")) for t in table.scan().plan_files()}
+    on_disk = set(Path(str(settings.resolved_warehouse).removeprefix("file://")).glob("market/trades/data/**/*.parquet"))
+    assert on_disk == live
+    assert QueryEngine(settings).trades().equals(before)
+
+
 def test_an_append_between_read_and_commit_is_kept(tmp_path: Path) -> None:
     """The race made deterministic: an append lands while compaction has read its files."""
     settings = Settings(home=tmp_path / "home")
@@ -222,6 +242,10 @@ def test_expiry_keeps_tags_offsets_and_quality_counts_and_removes_orphans(kafka_
     # exact counts, though most batches' snapshots are gone and the tagged one is cut off from the history
     assert engine.quality().to_pylist() == quality_before
     assert sum(1 for f in warehouse.rglob("*") if f.is_file()) < files_before
+    # exactly the data files some kept snapshot reads are left: those compacted away or rolled back are gone
+    live = {Path(task.file.file_path.removeprefix("file://"))
+            for s in kept for task in table.scan(snapshot_id=s).plan_files()}
+    assert set((warehouse / "market" / "trades" / "data").rglob("*.parquet")) == live
     for snapshot_id in kept:  # every file a kept snapshot needs is still there
         engine.count(Dataset.TRADES, snapshot_id=snapshot_id)
 

@@ -45,7 +45,8 @@ def _land(settings: Settings, dataset: Dataset, rows: pa.Table, commits: int) ->
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pa.Table, pa.Table]:
-    settings = Settings(home=tmp_path_factory.mktemp("query") / "home")
+    # small row groups: every file holds several, and a symbol's rows run across row group boundaries
+    settings = Settings(home=tmp_path_factory.mktemp("query") / "home", row_group_rows=400)
     trades = pa.concat_tables([generate_trades(d, SYMBOLS, 6_000, seed=5) for d in DAYS])
     quotes = pa.concat_tables([generate_quotes(d, SYMBOLS, 8_000, seed=6) for d in DAYS])
     # day one lands in time-ordered commits (as ingest leaves it), day two round-robin over three commits: every
@@ -97,6 +98,34 @@ def test_ticks_of_a_symbol_day_are_exactly_the_generated_rows_in_time_order(
     assert keys == sorted(keys)
     assert both.num_rows == _frame(trades).filter(
         pl.col("symbol").is_in(["AAA", "DDD"]) & (pl.col("ts").dt.date() == DAYS[0])).height
+
+
+def test_a_symbol_query_decodes_only_the_row_groups_that_can_hold_the_symbol(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from k2.lake.fileio import readable
+
+    # one bucket: each file holds every symbol, sorted by symbol, in row groups of 400 rows
+    settings = Settings(home=tmp_path / "home", symbol_buckets=1, row_group_rows=400)
+    quotes = generate_quotes(DAYS[0], SYMBOLS, 8_000, seed=6)
+    _land(settings, Dataset.QUOTES, quotes, commits=2)
+    engine = QueryEngine(settings)
+    paths = engine.files(Dataset.QUOTES, ["BBB"], _day_span(DAYS[0]))
+    total = sum(pq.ParquetFile(readable(p)).metadata.num_row_groups for p in paths)
+    assert len(paths) == 2 and total > 8  # the layout this relies on
+    got = engine.quotes(["BBB"], _day_span(DAYS[0]))
+    expected = _frame(quotes).filter(pl.col("symbol") == "BBB").sort("ts", "sequence")
+    assert got.column("sequence").to_pylist() == expected["sequence"].to_list()
+    decoded = engine.tier.files()
+    assert 0 < len(decoded) <= total // 2
+    held = {s for hot in decoded for s in hot.symbols}
+    assert "BBB" in held and len(held) < len(SYMBOLS)  # its neighbours at a boundary at most
+    # every symbol afterwards: the rest of the row groups are decoded, and BBB's rows are the same
+    everything = engine.quotes(None, _day_span(DAYS[0]))
+    assert len(engine.tier.files()) == total
+    assert everything.filter(pc.equal(everything["symbol"], "BBB")).equals(got)
+    assert engine.last(Dataset.QUOTES, ["BBB"], dt.datetime.combine(DAYS[1], dt.time(), dt.UTC)).column(
+        "sequence").to_pylist() == [expected["sequence"][-1]]
 
 
 def test_a_sub_day_window_cuts_at_the_exact_microsecond(

@@ -307,3 +307,17 @@ def test_a_paced_cli_replay_exposes_its_metrics(lake: tuple[Settings, pa.Table, 
     events = re.search(r'k2_replay_events_total\{paced="yes"\} (\S+)', text)
     lateness = re.search(r"k2_replay_lateness_seconds_count (\S+)", text)
     assert events and float(events.group(1)) > 0 and lateness and float(lateness.group(1)) > 0, text[-2000:]
+
+
+def test_no_duckdb_connection_draws_a_progress_bar_on_stdout(lake: tuple[Settings, pa.Table, pa.Table]) -> None:
+    """DuckDB prints a progress bar to stdout once a query runs past 2 s (seen in a 100M-event replay whose
+    stdout was a pipe): every connection K2 opens turns it off, the replay's and the query engine's."""
+    from k2.query.duck import Duck
+    from k2.query.plan import Planner
+    from k2.replay.source import MergedSource
+
+    setting = "SELECT current_setting('enable_progress_bar')"
+    source = MergedSource(Planner(lake[0]), ReplayRequest())
+    assert source._con.execute(setting).fetchone() == (False,)
+    with Duck(lake[0]).cursor() as cursor:
+        assert cursor.execute(setting).fetchone() == (False,)

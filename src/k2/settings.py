@@ -134,6 +134,10 @@ class Settings(BaseModel):
     s3_region: str = Field("us-east-1", description="S3 region.")
     namespace: str = "market"
     symbol_buckets: int = Field(16, ge=1, description="bucket(N, symbol) partition count.")
+    row_group_rows: int = Field(
+        16_384, ge=100, description="Rows per Parquet row group in the tick tables: a symbol-day query reads and "
+        "decodes only its symbol's row groups (docs/decisions/0019).",
+    )
     materialize_bars: bool = Field(
         True, description="Keep the bars_1m table (1-minute partial bars of the trades) up to date at ingest."
     )

@@ -39,7 +39,9 @@ def rollback(
 def maintain(
     home: HomeOption = None,
     dataset: Annotated[list[str] | None, typer.Option(help="trades | quotes (repeatable; default: both)")] = None,
-    min_files: Annotated[int, typer.Option(min=2, help="Rewrite partitions with at least this many files.")] = 2,
+    min_files: Annotated[int, typer.Option(
+        min=1, help="Rewrite partitions with at least this many files (1: every partition, e.g. to apply a new "
+        "K2_ROW_GROUP_ROWS to files written before).")] = 2,
     compaction: Annotated[bool, typer.Option("--compact/--no-compact", help="Compact partitions.")] = True,
     expiry: Annotated[bool, typer.Option("--expire/--no-expire", help="Expire old snapshots, remove orphans.")] = True,
     retain_hours: Annotated[float | None, typer.Option(min=0, help="Keep snapshots younger than this "

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from k2.errors import CatalogError
 from k2.lake.fileio import use_object_store
-from k2.lake.layout import TABLE_PROPERTIES, partition_spec, sort_order
+from k2.lake.layout import partition_spec, sort_order, table_properties
 from k2.schemas import Dataset
 from k2.schemas.iceberg import iceberg_schema
 from k2.settings import Settings
@@ -88,7 +88,7 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset, _retry:
     identifier = table_identifier(settings, dataset)
     try:
         with catalog_errors(".".join(identifier)):
-            return _evolved(_with_properties(catalog.load_table(identifier)), dataset)
+            return _evolved(_with_properties(catalog.load_table(identifier), settings), dataset)
     except NoSuchTableError:
         pass
     schema = iceberg_schema(dataset)
@@ -100,7 +100,7 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset, _retry:
             schema=schema,
             partition_spec=partition_spec(dataset, schema, settings.symbol_buckets),
             sort_order=sort_order(dataset, schema),
-            properties=TABLE_PROPERTIES,
+            properties=table_properties(settings),
         )
     except Exception:
         # another process or thread created the namespace or table between our check and our create (SQLite
@@ -121,9 +121,11 @@ def _evolved(table: Table, dataset: Dataset) -> Table:
     return table
 
 
-def _with_properties(table: Table) -> Table:
-    """Tables created by an older K2 get the current table properties."""
-    stale = {k: v for k, v in TABLE_PROPERTIES.items() if k != "format-version" and table.properties.get(k) != v}
+def _with_properties(table: Table, settings: Settings) -> Table:
+    """Tables created by an older K2 (or under other settings) get the current table properties; files written
+    before keep their layout until `k2 maintain` rewrites them."""
+    wanted = table_properties(settings)
+    stale = {k: v for k, v in wanted.items() if k != "format-version" and table.properties.get(k) != v}
     if stale:
         with table.transaction() as transaction:
             transaction.set_properties(stale)

@@ -144,7 +144,9 @@ def _referenced(table: Table) -> set[str]:
         paths.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(table.io):
             paths.add(manifest.manifest_path)
-            paths.update(entry.data_file.file_path for entry in manifest.fetch_manifest_entry(table.io, False))
+            # live entries only: a DELETED entry names a file its snapshot's parent held; if that parent is kept,
+            # its own manifests list the file as live, and if it expired, nothing can read the file any more
+            paths.update(entry.data_file.file_path for entry in manifest.fetch_manifest_entry(table.io, True))
     paths.update(s.statistics_path for s in getattr(metadata, "statistics", []))
     return {readable(p) for p in paths}
 

@@ -8,6 +8,7 @@ from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortField, SortOrder
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 
 from k2.schemas import Dataset
+from k2.settings import Settings
 
 _PARTITION_FIELD_BASE = 1000
 
@@ -42,3 +43,8 @@ TABLE_PROPERTIES = {
     # every attempt, which pyiceberg's built-in retry (re-using the first attempt's summary) would not do
     "commit.retry.num-retries": "0",
 }
+
+
+def table_properties(settings: Settings) -> dict[str, str]:
+    """The tick tables' properties: TABLE_PROPERTIES and the row group size (docs/decisions/0019)."""
+    return {**TABLE_PROPERTIES, "write.parquet.row-group-limit": str(settings.row_group_rows)}

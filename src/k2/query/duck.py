@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from k2.settings import Settings
 
 
+def quiet(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No progress bar: DuckDB draws one on stdout for queries running over 2 s, and K2's stdout carries answers
+    (`k2 replay`, `k2 query --format jsonl`). A local setting (DuckDB refuses it globally); cursors inherit it."""
+    connection.execute("SET enable_progress_bar = false")
+    return connection
+
+
 class Duck:
     """A lazily opened in-memory DuckDB; every query runs on its own cursor (threads may share it)."""
 
@@ -37,7 +44,7 @@ class Duck:
 
                 from k2.query.objectstore import attach_object_store
 
-                self._con = duckdb.connect()
+                self._con = quiet(duckdb.connect())
                 self._con.execute("SET GLOBAL TimeZone = 'UTC'")
                 attach_object_store(self._con, self._settings)
             return self._con

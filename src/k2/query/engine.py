@@ -367,7 +367,7 @@ class QueryEngine:
         end_us = to_micros(span.end) if span.end is not None else None
         if partial_step(step_us, start_us, end_us) is None:
             return None
-        if not self._tier.holds(plan.paths):
+        if not self._tier.holds(plan.paths, symbols):
             stored = self._stored.partials(plan, symbols, span.start, span.end, step_us)
             if stored is not None:
                 return stored

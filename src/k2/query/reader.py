@@ -14,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.arrow_util import symbol_runs
+from k2.arrow_util import micros
 from k2.lake.fileio import readable
 from k2.lake.partials import Partials
 from k2.query.aggregate import partial_step
 from k2.query.duck import Duck
 from k2.query.plan import Plan, to_micros
-from k2.query.tier import HotTier
+from k2.query.tier import HotFile, HotTier
 
 
 class Reader:
@@ -40,16 +40,17 @@ class Reader:
         pieces: list[pa.Table] = []
         cold: list[str] = []
         wanted = sorted(set(symbols)) if symbols else None
-        self._tier.warm(plan.paths)
+        self._tier.warm(plan.paths, wanted)
         for path in plan.paths:
-            hot = self._tier.get(path)
-            if hot is None:
+            hots = self._tier.pieces(path, wanted)
+            if hots is None:
                 cold.append(path)
                 continue
-            for symbol in wanted if wanted is not None else sorted(hot.symbols):
-                first, stop = hot.rows(symbol, start_us, end_us)
-                if stop > first:
-                    pieces.append(hot.table.slice(first, stop - first))
+            for hot in hots:
+                for symbol in wanted if wanted is not None else sorted(hot.symbols):
+                    first, stop = hot.rows(symbol, start_us, end_us)
+                    if stop > first:
+                        pieces.append(hot.table.slice(first, stop - first))
         if cold:
             pieces.append(self._read_cold(cold, wanted, start, end))
         return _merged([conform(p, schema) for p in pieces if p.num_rows], schema, by_time)
@@ -63,13 +64,14 @@ class Reader:
         total = 0
         cold: list[str] = []
         for path in plan.paths:
-            hot = self._tier.get(path)
-            if hot is None:
+            hots = self._tier.pieces(path, symbols)
+            if hots is None:
                 cold.append(path)
                 continue
-            for symbol in symbols if symbols else hot.symbols:
-                first, stop = hot.rows(symbol, start_us, end_us)
-                total += stop - first
+            for hot in hots:
+                for symbol in symbols if symbols else hot.symbols:
+                    first, stop = hot.rows(symbol, start_us, end_us)
+                    total += stop - first
         if cold:
             total += self._read_cold(cold, symbols, start, end).num_rows
         return total
@@ -86,20 +88,23 @@ class Reader:
         size = partial_step(step_us, start_us, end_us)
         if size is None:
             return None
-        self._tier.warm(plan.paths)
+        self._tier.warm(plan.paths, symbols)
         parts = []
         for path in plan.paths:
-            hot = self._tier.get(path)
-            partials = hot.partials(size) if hot is not None else None
-            if partials is None:
+            hots = self._tier.pieces(path, symbols)
+            if hots is None:
                 return None
-            parts.append(partials.select(symbols, start_us, end_us))
+            for hot in hots:
+                partials = hot.partials(size)
+                if partials is None:
+                    return None
+                parts.append(partials.select(symbols, start_us, end_us))
         return Partials.concat(parts) if parts else None
 
     def last(self, plan: Plan, schema: pa.Schema, symbols: list[str] | None, end: dt.datetime) -> pa.Table:
         """Per symbol, the row with the greatest (ts, sequence) before `end`, in symbol order. Files are visited
-        newest first; once every asked symbol has a row later than all that a file could hold, the rest are
-        skipped (a symbol-day query touches one or two files however long the history)."""
+        newest first, hot or cold alike; once every asked symbol has a row later than all that the next file could
+        hold, the rest are skipped (a symbol-day query touches one or two files however long the history)."""
         if plan.table is None or not plan.paths:
             return schema.empty_table()
         end_us = to_micros(end)
@@ -109,35 +114,39 @@ class Reader:
         for position in sorted(range(len(plan.paths)), key=lambda i: newest[i], reverse=True):
             if symbols and len(best) == len(set(symbols)) and all(b[0] > newest[position] for b in best.values()):
                 break
-            hot = self._tier.get(plan.paths[position])
-            if hot is None:
-                cold.append(plan.paths[position])
-                continue
-            for symbol in symbols or hot.symbols:
-                first, stop = hot.rows(symbol, None, end_us)
-                if stop > first:
-                    row = hot.table.slice(stop - 1, 1)
-                    key = (int(hot.ts[stop - 1]), int(row.column("sequence")[0].as_py()))
-                    if symbol not in best or key > best[symbol][:2]:
-                        best[symbol] = (*key, row)
-        found = [conform(best[s][2], schema) for s in sorted(best)]
+            path = plan.paths[position]
+            hots = self._tier.pieces(path, symbols)
+            if hots is None and symbols:  # no tier: DuckDB reads this file alone, then the check above again
+                self._keep_latest(best, self._last_cold([path], symbols, end, schema))
+            elif hots is None:
+                cold.append(path)  # every symbol: no early stop is possible, one DuckDB pass over them all
+            else:
+                for hot in hots:
+                    self._keep_latest(best, _last_rows(hot, symbols, end_us))
         if cold:
-            clauses, params = where(symbols, None, end)
-            sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
-                   f"WHERE {clauses} "
-                   "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1")
-            with self._duck.cursor() as con:
-                rows = con.execute(sql, [[readable(p) for p in cold], *params]).to_arrow_table()
-            found.append(conform(rows, schema))
-        found = [f for f in found if f.num_rows]
-        if not found:
-            return schema.empty_table()
-        if not cold:
-            return pa.concat_tables(found)
-        combined = pa.concat_tables(found)
-        order = pc.sort_indices(combined, [("symbol", "ascending"), ("ts", "descending"), ("sequence", "descending")])
-        ranked = combined.take(order)  # each symbol's newest row first
-        return ranked.take(pa.array([first for first, _ in symbol_runs(ranked).values()], pa.int64()))
+            self._keep_latest(best, self._last_cold(cold, symbols, end, schema))
+        found = [conform(best[s][2], schema) for s in sorted(best)]
+        return pa.concat_tables(found) if found else schema.empty_table()
+
+    @staticmethod
+    def _keep_latest(best: dict[str, tuple[int, int, pa.Table]], rows: pa.Table) -> None:
+        """Fold one-row-per-symbol `rows` into `best`, keeping each symbol's greatest (ts, sequence)."""
+        ts = micros(rows.column("ts"))
+        for i, (symbol, sequence) in enumerate(zip(rows.column("symbol").to_pylist(),
+                                                   rows.column("sequence").to_pylist(), strict=True)):
+            key = (int(ts[i]), int(sequence))
+            if symbol not in best or key > best[symbol][:2]:
+                best[symbol] = (*key, rows.slice(i, 1))
+
+    def _last_cold(self, paths: list[str], symbols: list[str] | None, end: dt.datetime,
+                   schema: pa.Schema) -> pa.Table:
+        clauses, params = where(symbols, None, end)
+        sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+               f"WHERE {clauses} "
+               "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1")
+        with self._duck.cursor() as con:
+            rows = con.execute(sql, [[readable(p) for p in paths], *params]).to_arrow_table()
+        return conform(rows, schema)
 
     def _read_cold(self, paths: list[str], symbols: list[str] | None, start: dt.datetime | None,
                    end: dt.datetime | None) -> pa.Table:
@@ -165,6 +174,16 @@ def where(symbols: list[str] | None, start: dt.datetime | None, end: dt.datetime
         clauses.append(f"{time_column} < ?")
         params.append(end)
     return " AND ".join(clauses), params
+
+
+def _last_rows(hot: HotFile, symbols: list[str] | None, end_us: int) -> pa.Table:
+    """Each symbol's last row before `end_us` in one decoded row group."""
+    rows = []
+    for symbol in symbols or hot.symbols:
+        first, stop = hot.rows(symbol, None, end_us)
+        if stop > first:
+            rows.append(stop - 1)
+    return hot.table.take(pa.array(rows, pa.int64())) if rows else hot.table.slice(0, 0)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

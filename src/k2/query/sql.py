@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from k2.errors import QueryError
+from k2.query.duck import quiet
 from k2.query.objectstore import attach_object_store
 from k2.schemas import Dataset, arrow_schema
 from k2.settings import Settings
@@ -69,7 +70,7 @@ def run_sql(text: str, files: dict[Dataset, list[str]], max_rows: int, timeout_s
     settings' keys), at most `max_rows` rows."""
     check_sql(text)
     allowed = [path for paths in files.values() for path in paths]
-    con = duckdb.connect()
+    con = quiet(duckdb.connect())
     try:
         con.execute("SET TimeZone = 'UTC'")
         if settings is not None:

@@ -1,10 +1,12 @@
-"""The hot tier: decoded data files kept in memory, sorted, with each symbol's row range known.
+"""The hot tier: decoded row groups of data files kept in memory, sorted, with each symbol's row range known.
 
 Iceberg data files never change once written, so a decoded file stays valid for as long as any snapshot lists it
 (a compaction writes new files; the old ones fall out of the plan and then out of this cache). A symbol's rows in
 a file sorted by (symbol, ts, sequence) are one contiguous range, and a time range within it is two binary
 searches: a symbol-day becomes a zero-copy slice. The cache is bounded in bytes (K2_QUERY_CACHE_MB), least
-recently used out first; files larger than the whole budget are not cached (the engine reads those with DuckDB).
+recently used out first; files with a row group larger than the whole budget are not cached (the engine reads
+those with DuckDB). Files are written in row groups of K2_ROW_GROUP_ROWS rows (docs/decisions/0019), so a
+symbol-day query reads and decodes its symbol's row groups, not the whole partition.
 """
 
 from __future__ import annotations
@@ -114,11 +116,16 @@ def _loader() -> ThreadPoolExecutor:
 
 
 class HotTier:
-    """Decoded files by path, bounded in bytes, shared by the threads of one process."""
+    """Decoded row groups by (path, row group), bounded in bytes, shared by the threads of one process.
+
+    The unit is the row group, not the file: a file holds every symbol of its partition (bucket) and day, sorted by
+    symbol, and a row group's symbol statistics say which symbols it can hold; a symbol-day query decodes (and
+    reads from disk) only the row groups of its symbol. Queries over every symbol load every row group."""
 
     def __init__(self, budget_bytes: int) -> None:
         self._budget = budget_bytes
-        self._files: OrderedDict[str, HotFile] = OrderedDict()
+        self._pieces: OrderedDict[tuple[str, int], HotFile] = OrderedDict()
+        self._layouts: OrderedDict[str, FileLayout] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -132,55 +139,131 @@ class HotTier:
     def used_bytes(self) -> int:
         return self._used
 
-    def get(self, path: str, size_hint: int | None = None) -> HotFile | None:
-        """The decoded file, loading it if it fits the budget; None when it never could (read it elsewhere)."""
-        with self._lock:
-            hot = self._files.get(path)
-            if hot is not None:
-                self._files.move_to_end(path)
-                self.hits += 1
-                return hot
-        if self._budget <= 0 or (size_hint is not None and size_hint > self._budget):
-            return None
-        with open_input(path) as stream:
-            footer = pq.ParquetFile(stream)
-            names = set(footer.schema_arrow.names)
-            dictionary = [c for c in DICTIONARY_COLUMNS if c in names]
-            hot = prepare(pq.ParquetFile(stream, metadata=footer.metadata, read_dictionary=dictionary).read())
-        with self._lock:
-            self.misses += 1
-            if hot.nbytes > self._budget:
-                return hot  # used once, not kept
-            if path not in self._files:
-                self._files[path] = hot
-                self._used += hot.nbytes
-            while self._used > self._budget and self._files:
-                _, dropped = self._files.popitem(last=False)
-                self._used -= dropped.nbytes
-        return hot
-
-    def warm(self, paths: list[str]) -> None:
-        """Load the files of `paths` not in the tier yet, several at once (Parquet decoding releases the GIL):
-        the first query on a symbol-day waits for its slowest file, not for the sum of them."""
+    def pieces(self, path: str, symbols: list[str] | None) -> list[HotFile] | None:
+        """The decoded row groups of `path` that may hold any of `symbols` (every one when None), loading those not
+        in the tier; None when the tier is off or a row group would not fit it (read the file elsewhere)."""
         if self._budget <= 0:
-            return
+            return None
+        layout = self._layout(path)
+        wanted = layout.row_groups(symbols)
         with self._lock:
-            missing = [p for p in paths if p not in self._files]
-        if len(missing) < 2:
-            return
-        for _ in _loader().map(self.get, missing):
-            pass
+            found = {i: hot for i in wanted if (hot := self._pieces.get((path, i))) is not None}
+            for i in found:
+                self._pieces.move_to_end((path, i))
+            self.hits += len(found)
+        missing = [i for i in wanted if i not in found]
+        if any(layout.sizes[i] > self._budget for i in missing):
+            return None
+        if missing:
+            found.update(self._load(path, layout, missing))
+        return [found[i] for i in wanted]
 
-    def holds(self, paths: list[str]) -> bool:
-        """Every one of `paths` is decoded in the tier (a query over them reads no file)."""
+    def holds(self, paths: list[str], symbols: list[str] | None) -> bool:
+        """Every row group of `paths` that may hold `symbols` is decoded in the tier (a query over them reads no
+        file)."""
         with self._lock:
-            return all(path in self._files for path in paths)
+            layouts = [self._layouts.get(p) for p in paths]
+            return all(
+                layout is not None and all((path, i) in self._pieces for i in layout.row_groups(symbols))
+                for path, layout in zip(paths, layouts, strict=True)
+            )
+
+    def warm(self, paths: list[str], symbols: list[str] | None) -> None:
+        """Load the row groups of `paths` for `symbols` not in the tier yet, several files at once (Parquet
+        decoding releases the GIL): the first query on a symbol-day waits for its slowest file, not for the sum."""
+        if self._budget <= 0 or len(paths) < 2:
+            return
+        with self._lock:
+            cold = [p for p in paths if p not in self._layouts
+                    or any((p, i) not in self._pieces for i in self._layouts[p].row_groups(symbols))]
+        if len(cold) < 2:
+            return
+        for _ in _loader().map(lambda p: self.pieces(p, symbols), cold):
+            pass
 
     def files(self) -> list[HotFile]:
         with self._lock:
-            return list(self._files.values())
+            return list(self._pieces.values())
 
     def clear(self) -> None:
         with self._lock:
-            self._files.clear()
+            self._pieces.clear()
+            self._layouts.clear()
             self._used = 0
+
+    def _layout(self, path: str) -> FileLayout:
+        with self._lock:
+            layout = self._layouts.get(path)
+            if layout is not None:
+                self._layouts.move_to_end(path)
+                return layout
+        with open_input(path) as stream:
+            layout = FileLayout.of(pq.ParquetFile(stream).metadata)
+        with self._lock:
+            self._layouts[path] = layout
+            while len(self._layouts) > _MAX_LAYOUTS:
+                self._layouts.popitem(last=False)
+        return layout
+
+    def _load(self, path: str, layout: FileLayout, row_groups: list[int]) -> dict[int, HotFile]:
+        """Decode `row_groups` of `path` in one read, one HotFile each, and keep them (least recently used out)."""
+        with open_input(path) as stream:
+            reader = pq.ParquetFile(stream, metadata=layout.metadata,
+                                    read_dictionary=[c for c in DICTIONARY_COLUMNS if c in layout.columns])
+            table = reader.read_row_groups(row_groups)
+        loaded: dict[int, HotFile] = {}
+        offset = 0
+        for i in row_groups:
+            rows = layout.metadata.row_group(i).num_rows
+            loaded[i] = prepare(table.slice(offset, rows))
+            offset += rows
+        with self._lock:
+            self.misses += len(loaded)
+            for i, hot in loaded.items():
+                if (path, i) not in self._pieces:
+                    self._pieces[(path, i)] = hot
+                    self._used += hot.nbytes
+            while self._used > self._budget and self._pieces:
+                _, dropped = self._pieces.popitem(last=False)
+                self._used -= dropped.nbytes
+        return loaded
+
+
+# footers kept per process (a few KB each): a symbol-day query must not re-read a file's footer to find its rows
+_MAX_LAYOUTS = 65_536
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """A data file's footer and, per row group, its symbol range and an upper bound of its decoded size."""
+
+    metadata: pq.FileMetaData
+    columns: frozenset[str]
+    ranges: list[tuple[str, str] | None]  # (min, max) symbol per row group; None: unknown, may hold any
+    sizes: list[int]
+
+    @classmethod
+    def of(cls, metadata: pq.FileMetaData) -> FileLayout:
+        names = metadata.schema.names
+        symbol = names.index("symbol") if "symbol" in names else None
+        ranges: list[tuple[str, str] | None] = []
+        sizes = []
+        for i in range(metadata.num_row_groups):
+            group = metadata.row_group(i)
+            sizes.append(group.total_byte_size)
+            stats = group.column(symbol).statistics if symbol is not None else None
+            if stats is not None and stats.has_min_max:
+                ranges.append((_text(stats.min), _text(stats.max)))
+            else:
+                ranges.append(None)
+        return cls(metadata, frozenset(names), ranges, sizes)
+
+    def row_groups(self, symbols: list[str] | None) -> list[int]:
+        if not symbols:
+            return list(range(len(self.ranges)))
+        return [i for i, span in enumerate(self.ranges)
+                if span is None or any(span[0] <= s <= span[1] for s in symbols)]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from k2.lake.fileio import readable
+from k2.query.duck import quiet
 from k2.query.objectstore import attach_object_store
 from k2.query.plan import Planner, to_micros
 from k2.replay.cursor import Position, ReplayRequest
@@ -45,9 +46,9 @@ class MergedSource:
     @property
     def _con(self) -> duckdb.DuckDBPyConnection:
         if self._connection is None:
-            self._connection = duckdb.connect(config={
+            self._connection = quiet(duckdb.connect(config={
                 "memory_limit": f"{self._memory_mb}MB", "temp_directory": tempfile.gettempdir(),
-            })
+            }))
             self._connection.execute("SET TimeZone = 'UTC'")
             attach_object_store(self._connection, self._planner.settings)
         return self._connection
