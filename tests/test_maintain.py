@@ -100,15 +100,19 @@ def test_maintain_with_no_retention_leaves_exactly_the_current_files(tmp_path: P
     _land(settings, Dataset.TRADES, generate_trades(DAYS[0], SYMBOLS, 6_000, seed=3), commits=4)
     engine = QueryEngine(settings)
     before = engine.trades()
-    env = {**os.environ, "K2_HOME": str(settings.home)}
+    env = {**os.environ, "K2_HOME": str(settings.home), "K2_ROW_GROUP_ROWS": "500"}  # a new layout to apply
     done = subprocess.run([sys.executable, "-m", "k2.cli", "maintain", "--retain-hours", "0", "--keep", "1",
                            "--orphan-age-hours", "0"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
+    table = ensure_table(open_catalog(settings), settings.model_copy(update={"row_group_rows": 500}), Dataset.TRADES)
     assert len(table.metadata.snapshots) == 1 and property_of(table.metadata.snapshots[0], COMPACTION_PROPERTY)
     live = {Path(t.file.file_path.removeprefix("file://")) for t in table.scan().plan_files()}
     on_disk = set(Path(str(settings.resolved_warehouse).removeprefix("file://")).glob("market/trades/data/**/*.parquet"))
     assert on_disk == live
+    import pyarrow.parquet as pq
+
+    groups = [pq.ParquetFile(p).metadata for p in live]
+    assert all(g.num_row_groups > 1 and g.row_group(0).num_rows == 500 for g in groups if g.num_rows > 500)
     assert QueryEngine(settings).trades().equals(before)
 
 

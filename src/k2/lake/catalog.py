@@ -88,7 +88,7 @@ def ensure_table(catalog: Catalog, settings: Settings, dataset: Dataset, _retry:
     identifier = table_identifier(settings, dataset)
     try:
         with catalog_errors(".".join(identifier)):
-            return _evolved(_with_properties(catalog.load_table(identifier), settings), dataset)
+            return _evolved(with_current_properties(catalog.load_table(identifier), settings), dataset)
     except NoSuchTableError:
         pass
     schema = iceberg_schema(dataset)
@@ -121,7 +121,7 @@ def _evolved(table: Table, dataset: Dataset) -> Table:
     return table
 
 
-def _with_properties(table: Table, settings: Settings) -> Table:
+def with_current_properties(table: Table, settings: Settings) -> Table:
     """Tables created by an older K2 (or under other settings) get the current table properties; files written
     before keep their layout until `k2 maintain` rewrites them."""
     wanted = table_properties(settings)

@@ -17,7 +17,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from k2.lake import bars
-from k2.lake.catalog import load_table, open_catalog, table_identifier
+from k2.lake.catalog import load_table, open_catalog, table_identifier, with_current_properties
 from k2.lake.compaction import CompactionReport, compact
 from k2.lake.expiry import (
     ExpiryReport,
@@ -58,6 +58,7 @@ def maintain(
         for dataset in datasets:
             table = load_table(catalog, settings, dataset)
             if table is not None:
+                table = with_current_properties(table, settings)  # compaction writes today's layout
                 progress = (lambda done, total, d=dataset.value: on_partition(d, done, total)) if on_partition else None
                 report.compactions[dataset.value] = compact(table, min_files, on_partition=progress)
     # after the compaction (the bars then cover its snapshot: expiring the ones before it forces no rebuild)
