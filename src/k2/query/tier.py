@@ -65,20 +65,10 @@ class HotFile:
         return low, max(low, high)
 
 
-# string columns decoded as dictionaries (Parquet's own dictionary pages, no string per row): a file decodes ~3x
-# faster, which is what the first query on a symbol-day waits for; rows leave the tier as plain strings
-# (reader.conform casts the slices a query returns), and symbol and exchange are made plain here (the tier
-# compares and searches them)
-DICTIONARY_COLUMNS = ["exchange", "symbol", "side", "trade_id", "conditions", "venue"]
-_PLAIN = ("exchange", "symbol")
-
-
 def prepare(table: pa.Table) -> HotFile:
-    """Sort by (symbol, ts, sequence) unless it already is, and index the symbol ranges."""
-    for name in _PLAIN:
-        if name in table.column_names and pa.types.is_dictionary(table.schema.field(name).type):
-            column = table.column(name)
-            table = table.set_column(table.column_names.index(name), name, column.cast(column.type.value_type))
+    """Sort by (symbol, ts, sequence) unless it already is, and index the symbol ranges. (Strings are decoded
+    plain: decoding them as Parquet dictionaries was ~3x faster on whole as-ingested files, but 1.6-1.9x slower
+    per symbol's row groups of 16,384 rows, and every answer then cast them back: docs/decisions/0019.)"""
     if not _is_sorted(table):
         table = table.sort_by([(c, "ascending") for c in SORT_COLUMNS if c in table.column_names])
     table = table.combine_chunks()
@@ -208,9 +198,7 @@ class HotTier:
     def _load(self, path: str, layout: FileLayout, row_groups: list[int]) -> dict[int, HotFile]:
         """Decode `row_groups` of `path` in one read, one HotFile each, and keep them (least recently used out)."""
         with open_input(path) as stream:
-            reader = pq.ParquetFile(stream, metadata=layout.metadata,
-                                    read_dictionary=[c for c in DICTIONARY_COLUMNS if c in layout.columns])
-            table = reader.read_row_groups(row_groups)
+            table = pq.ParquetFile(stream, metadata=layout.metadata).read_row_groups(row_groups)
         loaded: dict[int, HotFile] = {}
         offset = 0
         for i in row_groups:
@@ -238,7 +226,6 @@ class FileLayout:
     """A data file's footer and, per row group, its symbol range and an upper bound of its decoded size."""
 
     metadata: pq.FileMetaData
-    columns: frozenset[str]
     ranges: list[tuple[str, str] | None]  # (min, max) symbol per row group; None: unknown, may hold any
     sizes: list[int]
 
@@ -256,7 +243,7 @@ class FileLayout:
                 ranges.append((_text(stats.min), _text(stats.max)))
             else:
                 ranges.append(None)
-        return cls(metadata, frozenset(names), ranges, sizes)
+        return cls(metadata, ranges, sizes)
 
     def row_groups(self, symbols: list[str] | None) -> list[int]:
         if not symbols:
