@@ -142,9 +142,17 @@ def prepare(dist: Path, version: str, data_dir: Path, port: int, controller_port
             f"-Dlog4j2.configurationFile={dist / 'log4j2.xml'}", f"-Dkafka.logs.dir={logs}",
             "-cp", str(dist / "libs" / "*")]
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        done = subprocess.run([*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        done = subprocess.run([*base, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(config)],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise BrokerError(f"formatting Kafka's log directory {data} failed: {done.stdout}{done.stderr}"[-2000:])
     return [*base, "kafka.Kafka", str(config)]
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's own `Uuid.randomUuid()`, never one whose URL-safe base64 starts with
+    "-": the storage tool's argument parser would read it as an option (1 start in 64 failed before this)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id

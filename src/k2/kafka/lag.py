@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from k2.kafka.config import client_config, ingest_group, topic_for
+from k2.retry import retry
 from k2.schemas import Dataset
 from k2.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,14 +67,51 @@ def measure_lag(settings: Settings, admin: AdminClient, datasets: Iterable[Datas
 
 def _offsets(admin: AdminClient, partitions: list[TopicPartition], spec: OffsetSpec,
              timeout: float) -> dict[tuple[str, int], int]:
-    futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout)
-    return {(tp.topic, tp.partition): future.result(timeout).offset for tp, future in futures.items()}
+    def ask() -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout)
+        return {(tp.topic, tp.partition): future.result(timeout).offset for tp, future in futures.items()}
+
+    return _patiently(ask, timeout)
 
 
 def _committed(admin: AdminClient, group: str, partitions: list[TopicPartition], timeout: float) -> dict[int, int]:
     request = [ConsumerGroupTopicPartitions(group, partitions)]
-    answer = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout)
-    return {tp.partition: tp.offset for tp in answer.topic_partitions if tp.error is None}
+
+    def ask() -> dict[int, int]:
+        answer = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout)
+        return {tp.partition: tp.offset for tp in answer.topic_partitions if tp.error is None}
+
+    return _patiently(ask, timeout)
+
+
+# Real Kafka answers these for a while after it starts or creates a topic: the group coordinator is still loading
+# its log, a new partition's leader is not known yet (both seen in CI and reproduced on a fresh broker). They are
+# waited out; any other error, or one that outlasts the timeout, is raised as the broker gave it.
+_TRANSIENT = frozenset({KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                        KafkaError.NOT_COORDINATOR, KafkaError.NOT_LEADER_FOR_PARTITION,
+                        KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+class _Transient(Exception):
+    def __init__(self, cause: KafkaException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _patiently(ask: Callable[[], T], timeout: float) -> T:
+    def once() -> T:
+        try:
+            return ask()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT):
+                raise _Transient(exc) from exc
+            raise
+
+    try:
+        return retry(once, _Transient, give_up_after=timeout, first_delay=0.05, max_delay=0.5)
+    except _Transient as exc:
+        raise exc.cause from None
 
 
 class LagCollector(Collector):
