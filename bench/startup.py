@@ -28,6 +28,7 @@ PROBE = ("import atexit, sys; atexit.register(lambda: print('HEAVY', ','.join(so
 
 def wall_ms(command: list[str], env: dict[str, str], runs: int) -> tuple[float, str]:
     samples, heavy = [], "?"
+    subprocess.run(command, env=env, capture_output=True, check=False)  # warm-up: page cache, compiled modules
     for _ in range(runs):
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -47,10 +48,15 @@ def k2_probe(args: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--no-bytecode", action="store_true", help="keep PYTHONDONTWRITEBYTECODE as it is set")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k2-startup-") as root:
         settings = build_k2(Path(root) / "home", make_data(200_000, 5, 2), 25_000)
+        # as a user's shell runs it: Python caches compiled modules (this machine sets PYTHONDONTWRITEBYTECODE=1,
+        # which recompiles every module of K2 on each start, ~75 ms); the first run of each command is discarded
         env = {**os.environ, "K2_HOME": str(settings.home)}
+        if not options.no_bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
         day = ["--start", "2026-01-05", "--end", "2026-01-06"]
         rows: list[tuple[str, list[str]]] = [
             ("python -c pass (baseline)", [sys.executable, "-c", PROBE]),

@@ -238,3 +238,25 @@ def test_production_commands_say_what_is_missing(home: Path, tmp_path: Path) -> 
     rest = run_k2("trino", "catalog", home=home, env={"K2_CATALOG_TYPE": "rest"})
     assert rest.returncode == 2  # an invalid combination of settings, named as the user wrote them
     assert "invalid setting: K2_CATALOG_TYPE=rest needs K2_CATALOG_URI" in " ".join(rest.stderr.split())
+
+
+def test_a_read_only_command_exits_fast_with_its_code_output_and_exit_hooks(home: Path, tmp_path: Path) -> None:
+    """`k2 query`/`k2 snapshots` skip the interpreter's teardown (~80 ms), and nothing else: the exit code, every
+    line of output and the atexit hooks (a tracer flushing its spans) are those of a normal exit."""
+    probe = ("import atexit, sys; atexit.register(lambda: print('HOOK RAN', file=sys.stderr))\n"
+             "class Teardown:\n    def __del__(self):\n        print('TEARDOWN', file=sys.stderr)\n"
+             "watch = Teardown()  # collected only when the interpreter tears its modules down\n"
+             "sys.argv = ['k2', *sys.argv[1:]]\nfrom k2.cli.entry import main\nmain()\n")
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    env = {**os.environ, "K2_HOME": str(home)}
+    missing = subprocess.run([sys.executable, str(script), "query", "trades"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr and "HOOK RAN" in missing.stderr
+    usage = subprocess.run([sys.executable, str(script), "query", "trades", "--start", "yesterday"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "is not a time" in usage.stderr and "HOOK RAN" in usage.stderr
+    assert "TEARDOWN" not in missing.stderr + usage.stderr
+    other = subprocess.run([sys.executable, str(script), "broker", "status"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert other.returncode == 1 and "HOOK RAN" in other.stderr and "TEARDOWN" in other.stderr  # a normal exit

@@ -112,7 +112,7 @@ def test_the_locator_reads_the_catalog_row_and_never_creates_a_catalog(tmp_path:
         Locator(Settings(home=tmp_path / "broken")).location("trades")
 
 
-def test_a_query_command_imports_neither_pyiceberg_nor_sqlalchemy(tmp_path: Path) -> None:
+def test_a_query_command_imports_neither_pyiceberg_nor_sqlalchemy_nor_prometheus(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
     writer.append(table, _stamped(generate_trades(DAYS[0], SYMBOLS, 2_000, seed=1)))
@@ -121,14 +121,18 @@ def test_a_query_command_imports_neither_pyiceberg_nor_sqlalchemy(tmp_path: Path
         "from k2.cli.main import run\n"
         "sys.argv = ['k2', 'query', 'bars', '-s', 'AAA', '-i', '1h', '-f', 'csv']\n"
         "try:\n    run()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyiceberg', 'sqlalchemy'})\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyiceberg', 'sqlalchemy', 'prometheus_client'})\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
+        "other = sorted(m for m in sys.modules if m.startswith('k2.cli.') and m.split('.')[2] not in "
+        "{'main', 'query', 'common', 'output'})\n"
+        "print('OTHER COMMANDS', other, file=sys.stderr)\n"
     )
     env = {**os.environ, "K2_HOME": str(settings.home)}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('"symbol","bar_start","open"')  # it answered
     assert "HEAVY []" in done.stderr
+    assert "OTHER COMMANDS []" in done.stderr  # the modules of `k2 serve`, `k2 ingest` … stay unimported
 
 
 def test_java_and_python_spellings_of_a_local_file_are_the_same_file() -> None:

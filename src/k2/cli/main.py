@@ -5,6 +5,7 @@ Every failure a user can cause or meet ends as one line on stderr and a non-zero
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -14,37 +15,68 @@ from types import FrameType
 import typer
 from pydantic import ValidationError
 
-from k2.cli import apikey, broker, demo, dlq, doctor, engines, ingest, lake, load, query, registry, replay, serve
 from k2.cli.output import console
 from k2.errors import K2Error
 from k2.obs.logs import configure_logging
 from k2.settings import get_settings
 
-app = typer.Typer(
-    help="K2 market data platform: CSV/feeds → Kafka (Avro) → Iceberg → DuckDB.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(broker.app, name="broker")
-app.command()(load.generate)
-app.command()(load.load)
-app.command()(ingest.ingest)
-app.add_typer(query.app, name="query")
-app.command()(query.quality)
-app.command("snapshots")(query.query_snapshots)
-app.command()(replay.replay)
-app.command()(serve.serve)
-app.command()(lake.rollback)
-app.command()(lake.tag)
-app.command()(lake.maintain)
-app.add_typer(dlq.app, name="dlq")
-app.add_typer(registry.app, name="registry")
-app.add_typer(apikey.app, name="apikey")
-app.command()(demo.demo)
-app.command()(doctor.doctor)
-app.add_typer(engines.trino_app, name="trino")
-app.add_typer(engines.spark_app, name="spark")
+HELP = "K2 market data platform: CSV/feeds → Kafka (Avro) → Iceberg → DuckDB."
+
+# Every command: its name → (module under k2.cli, attribute, whether it is a group of subcommands), in the order
+# `k2 --help` lists them. A command's module is imported only when that command runs (or for the full help): each
+# module pulls in its own libraries, and a one-shot `k2 query …` should not pay for `k2 serve`'s.
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "broker": ("broker", "app", True),
+    "generate": ("load", "generate", False),
+    "load": ("load", "load", False),
+    "ingest": ("ingest", "ingest", False),
+    "query": ("query", "app", True),
+    "quality": ("query", "quality", False),
+    "snapshots": ("query", "query_snapshots", False),
+    "replay": ("replay", "replay", False),
+    "serve": ("serve", "serve", False),
+    "rollback": ("lake", "rollback", False),
+    "tag": ("lake", "tag", False),
+    "maintain": ("lake", "maintain", False),
+    "dlq": ("dlq", "app", True),
+    "registry": ("registry", "app", True),
+    "apikey": ("apikey", "app", True),
+    "demo": ("demo", "demo", False),
+    "doctor": ("doctor", "doctor", False),
+    "trino": ("engines", "trino_app", True),
+    "spark": ("engines", "spark_app", True),
+}
+
+
+def build_app(argv: list[str] | None = None) -> typer.Typer:
+    """The `k2` app with every command, or with only the one `argv` names (its help and errors are the same)."""
+    app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+    @app.callback()
+    def _group() -> None:  # a callback keeps `k2 NAME` a group even when it holds one command
+        pass
+
+    named = argv[1] if argv and len(argv) > 1 else None
+    for name in [named] if named in COMMANDS else COMMANDS:
+        module, attribute, group = COMMANDS[name]  # type: ignore[index]
+        target = getattr(importlib.import_module(f"k2.cli.{module}"), attribute)
+        if group:
+            app.add_typer(_only(target, argv[2]) if named == name and argv and len(argv) > 2 else target, name=name)
+        else:
+            app.command(name)(target)
+    return app
+
+
+def _only(group: typer.Typer, name: str) -> typer.Typer:
+    """`group` with only its command `name` (typer builds every command of a group it runs: ~15 ms for `query`'s);
+    the whole group when `name` is not one of them (help, or a typo that gets suggestions)."""
+    chosen = [command for command in group.registered_commands if command.name == name]
+    if not chosen:
+        return group
+    narrowed = typer.Typer(help=group.info.help, no_args_is_help=True)
+    narrowed.registered_commands = chosen
+    return narrowed
+
 
 log = logging.getLogger("k2")
 
@@ -84,7 +116,7 @@ def _run_app() -> None:
     """The app; any failure after a Ctrl-C is that Ctrl-C, whatever a library made of it (pydantic, for one,
     turns an exception raised while it builds a schema into a SchemaError)."""
     try:
-        app()
+        build_app(sys.argv)()
     except Exception:
         if _interrupted:
             raise Interrupted from None

@@ -27,8 +27,10 @@ app = typer.Typer(help="Query the lake with DuckDB.", no_args_is_help=True)
 
 
 def _engine(home: Path | None):  # type: ignore[no-untyped-def]
+    from k2.query import timing
     from k2.query.engine import QueryEngine
 
+    timing.without_metrics()
     settings = settings_for(home)
     settings.existing_home()
     return QueryEngine(settings)
