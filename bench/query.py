@@ -19,6 +19,7 @@ import datetime as dt
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -395,6 +396,43 @@ def run(engines: list[object], chosen: list[Pick], runs: int, label: str) -> Non
         print(f"{title:<34}" + "".join(f"{c:>20}" for c in cells) + f"{ratio:>16.2f}", flush=True)
 
 
+def drop_page_cache() -> None:
+    """Empty the OS page cache (root only): every engine then reads its bytes from disk."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as exc:
+        sys.exit(f"--drop-caches needs root (writing /proc/sys/vm/drop_caches: {exc.strerror})")
+
+
+def run_cold(engines: list[object], fresh_k2: Callable[[], object], chosen: list[Pick], label: str) -> None:
+    """First touch on equal terms: the page cache dropped before every call of every engine, each symbol-day
+    asked once per query, and a new K2 engine per query (its hot tier empty; plans warmed on a spare pick). The
+    warm passes of `run` are not first touches for everyone: `_agree` and the whole-lake query before them leave
+    some engines' files in the page cache and not others'."""
+    spare = chosen[0]
+    distinct = [p for key, p in {(p.symbol, p.day): p for p in chosen}.items() if key != (spare.symbol, spare.day)]
+    names = [e.name for e in engines]  # type: ignore[attr-defined]
+    print(f"\n{label}: p50 / p99 ms over {len(distinct)} symbol-days, page cache dropped before every call")
+    print(f"{'query':<34}" + "".join(f"{n:>20}" for n in names) + f"{'K2 ÷ best peer':>16}")
+    for title, method in QUERIES[:-1]:
+        engines = [fresh_k2() if e.name == "K2" else e for e in engines]  # type: ignore[attr-defined]
+        for engine in engines:
+            getattr(engine, method)(spare)  # plans, libraries, connections: everything but this data warm
+        samples: dict[str, list[float]] = {n: [] for n in names}
+        for pick in distinct:
+            for engine in engines:
+                drop_page_cache()
+                started = time.perf_counter()
+                getattr(engine, method)(pick)
+                samples[engine.name].append((time.perf_counter() - started) * 1000)  # type: ignore[attr-defined]
+        p50s = {n: statistics.median(v) for n, v in samples.items()}
+        cells = [f"{p50s[n]:>10.2f} / {statistics.quantiles(samples[n], n=100)[98]:>7.2f}" for n in names]
+        peers = [v for k, v in p50s.items() if not k.startswith("K2")]
+        ratio = p50s["K2"] / min(peers) if peers else float("nan")
+        print(f"{title:<34}" + "".join(f"{c:>20}" for c in cells) + f"{ratio:>16.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=5_000_000, help="trades, and as many quotes")
@@ -403,6 +441,8 @@ def main() -> None:
     parser.add_argument("--commit-rows", type=int, default=250_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="also time first touches with the page cache dropped before every call (root only)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="k2-bench-query-"))
     try:
@@ -427,6 +467,8 @@ def main() -> None:
         engines[:2] = [K2(settings), K2Cold(settings)]
         run(engines, chosen, args.runs, "lake after k2 maintain, first pass")
         run(engines, chosen, args.runs, "lake after k2 maintain, the same picks again")
+        if args.drop_caches:
+            run_cold(engines, lambda: K2(settings), chosen, "lake after k2 maintain, first touch")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

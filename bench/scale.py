@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="K2 only (no ArcticDB/hive builds)")
     parser.add_argument("--queries-only", action="store_true",
                         help="query and replay the lake and peers a previous run left under --root")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="also time first touches with the page cache dropped before every call (root only)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="k2-bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -195,6 +197,8 @@ def main() -> None:
     chosen = qb.picks(qb.Data(pa.table({}), pa.table({}), names, days), max(args.runs, 10), 7)
     qb.run(engines, chosen, args.runs, "compacted lake, first pass")
     qb.run(engines, chosen, args.runs, "compacted lake, the same picks again")
+    if args.drop_caches:
+        qb.run_cold(engines, lambda: qb.K2(query_settings), chosen, "compacted lake, first touch")
     print(f"query process peak RSS {own_rss():,.0f} MiB")
 
     replay = ("import time; from k2.replay.engine import Replay; from k2.settings import Settings; "
