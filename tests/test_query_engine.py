@@ -244,6 +244,51 @@ def test_asof_join_equals_a_brute_force_join(engine: QueryEngine, lake: tuple[Se
     assert early and all(r["quote_ts"] is None for r in early)  # no quote yet: nulls, the trade is kept
 
 
+def test_asof_join_looks_before_its_window_only_for_symbols_that_trade_before_quoting_in_it(
+    lake: tuple[Settings, pa.Table, pa.Table], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prevailing quote at the window's start is read (older files: a first touch's costliest part) only for
+    symbols whose first trade in the window comes before their first quote in it; the answers stay exact."""
+    settings, trades, quotes = lake
+    engine = QueryEngine(settings)
+    looked_for: list[list[str]] = []
+    last = engine.last
+
+    def watched_last(dataset: Dataset, symbols: list[str] | None, *args: object, **kwargs: object) -> pa.Table:
+        looked_for.append(list(symbols or []))
+        return last(dataset, symbols, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "last", watched_last)
+    trade_rows, quote_rows = _frame(trades), _frame(quotes).sort("ts", "sequence")
+    first_quote = {s: quote_rows.filter(pl.col("symbol") == s)["ts"][0] for s in ["AAA", "BBB"]}
+    # AAA's window opens on a quote, BBB's on a trade before its first quote in the window
+    aaa_start = first_quote["AAA"] + dt.timedelta(hours=1)
+    aaa_start = quote_rows.filter((pl.col("symbol") == "AAA") & (pl.col("ts") >= aaa_start))["ts"][0]
+    covered = engine.asof(["AAA"], TimeRange(aaa_start, aaa_start + dt.timedelta(minutes=30)))
+    assert covered.num_rows > 0 and looked_for == []
+    bbb_trades = trade_rows.filter((pl.col("symbol") == "BBB") & (pl.col("ts") > first_quote["BBB"]))
+    bbb_start = bbb_trades["ts"][bbb_trades.height // 2]  # a trade's microsecond: it comes before any quote
+    window = TimeRange(bbb_start, bbb_start + dt.timedelta(minutes=30))
+    if quote_rows.filter((pl.col("symbol") == "BBB") & (pl.col("ts") == bbb_start)).height:
+        pytest.fail("the chosen trade shares its microsecond with a quote: pick another seed")
+    uncovered = engine.asof(["AAA", "BBB"], window).to_pylist()
+
+    def trades_before_quoting(symbol: str) -> bool:
+        def first(rows: pl.DataFrame) -> dt.datetime:
+            inside = rows.filter((pl.col("symbol") == symbol) & (pl.col("ts") >= window.start)
+                                 & (pl.col("ts") < window.end))
+            return inside["ts"].min()  # type: ignore[return-value]
+
+        return first(quote_rows) is None or first(quote_rows) > first(trade_rows)
+
+    assert trades_before_quoting("BBB")
+    assert looked_for == [[s for s in ["AAA", "BBB"] if trades_before_quoting(s)]]
+    firsts = [r for symbol in ("AAA", "BBB") for r in [r for r in uncovered if r["symbol"] == symbol][:3]]
+    for trade in firsts:
+        book = quote_rows.filter((pl.col("symbol") == trade["symbol"]) & (pl.col("ts") <= trade["ts"]))
+        assert trade["quote_ts"] == book["ts"][-1]  # exact, the prior quote included
+
+
 def test_asof_join_gives_the_quote_at_the_same_microsecond(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     at = dt.datetime(2026, 3, 2, 1, tzinfo=dt.UTC)

@@ -1,18 +1,19 @@
 """One typed settings object for all of K2; every field can be set with an env var `K2_<FIELD>`.
 
-A pydantic model that reads its own `K2_*` variables (explicit values win over the environment): pydantic-settings
-did the same for ~70-90 ms more start-up (it imports asyncio and pydantic's dataclasses), which every `k2`
-command paid (docs/benchmarks.md, CLI start-up)."""
-
-from __future__ import annotations
+A small declarative model of its own: each field is a type annotation and a default (`Field` adds bounds and a
+description), checked and converted when a Settings is made, with explicit values winning over `K2_*` variables.
+It was a pydantic model (and before that pydantic-settings): building that model and importing pydantic took
+~90 ms of every `k2` command's start, a fifth of a one-shot query (docs/benchmarks.md, CLI start-up).
+"""
 
 import os
 import re
+import types
+import typing
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from k2.errors import ConfigError
 from k2.faults import parse_crash_spec
@@ -23,20 +24,82 @@ BrokerKind = Literal["tansu", "noida", "kafka"]
 ENV_PREFIX = "K2_"
 
 
-class Settings(BaseModel):
+@dataclass(frozen=True)
+class FieldSpec:
+    """A setting's default, bounds and description; `repr=False` keeps a secret out of logs."""
+
+    default: Any
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    description: str = ""
+    repr: bool = True
+
+
+def Field(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          description: str = "", repr: bool = True) -> Any:
+    return FieldSpec(default, ge, gt, le, description, repr)
+
+
+class SettingsError(ValueError):
+    """Invalid settings: every problem at once, each with the field it is about (none for a rule across fields)."""
+
+    def __init__(self, problems: list[tuple[tuple[str, ...], str]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(loc) or 'settings'}: {message}" for loc, message in problems))
+        self.problems = problems
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [{"loc": loc, "msg": message} for loc, message in self.problems]
+
+
+class Settings:
     """K2 configuration. Defaults give the embedded profile: local broker, SQLite catalog, local warehouse."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_fields: typing.ClassVar[dict[str, FieldSpec]] = {}
+    _types: typing.ClassVar[dict[str, Any]] = {}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _environment(cls, data: Any) -> Any:
-        """`K2_<FIELD>` variables (any case) under the explicitly given values."""
-        if not isinstance(data, dict):
-            return data
-        wanted = {f"{ENV_PREFIX}{name}".upper(): name for name in cls.model_fields}
+    def __init__(self, **values: Any) -> None:
+        wanted = {f"{ENV_PREFIX}{name}".upper(): name for name in self.model_fields}
         found = {wanted[key.upper()]: value for key, value in os.environ.items() if key.upper() in wanted}
-        return {**found, **data}
+        given = {**found, **{k: v for k, v in values.items() if k in self.model_fields}}
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for name, spec in self.model_fields.items():
+            try:
+                value = _convert(self._types[name], _BEFORE.get(name, _same)(given[name])) if name in given \
+                    else spec.default
+                _check_bounds(spec, value)
+                value = _VALIDATORS.get(name, _same)(value)
+            except (ValueError, TypeError) as exc:
+                problems.append(((name,), str(exc)))
+                continue
+            self.__dict__[name] = value
+        if not problems:
+            try:
+                self._catalog_complete()
+            except ValueError as exc:
+                problems.append(((), str(exc)))
+        if problems:
+            raise SettingsError(problems)
+
+    def model_copy(self, update: dict[str, Any] | None = None) -> "Settings":
+        """A copy with `update` applied as given (not re-read from the environment, nor checked)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update({name: self.__dict__[name] for name in self.model_fields})
+        copy.__dict__.update(update or {})
+        return copy
+
+    def model_dump(self, exclude_defaults: bool = False) -> dict[str, Any]:
+        return {name: self.__dict__[name] for name, spec in self.model_fields.items()
+                if not exclude_defaults or self.__dict__[name] != spec.default}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the pydantic model it replaced
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={self.__dict__[name]!r}" for name, spec in self.model_fields.items() if spec.repr)
+        return f"Settings({shown})"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "WARNING", description="Log level of K2's own messages on stderr (INFO shows assignments, DEBUG every commit)."
@@ -219,33 +282,13 @@ class Settings(BaseModel):
         1024, ge=64, description="Memory a replay may use to sort one day of events (more spills to a temp file)."
     )
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("api_rate_point", "api_rate_analytics", "api_rate_ticks", "api_rate_stream")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        parse_rate(value)
-        return value
-
-    @field_validator("crash_at")
-    @classmethod
-    def _known_crash_point(cls, value: str | None) -> str | None:
-        if value:
-            parse_crash_spec(value)
-        return value
-
-    @model_validator(mode="after")
-    def _catalog_complete(self) -> Settings:
+    def _catalog_complete(self) -> None:
         if self.catalog_type == "rest" and not self.catalog_uri:
             raise ValueError("K2_CATALOG_TYPE=rest needs K2_CATALOG_URI, the REST catalog's URL (http://host:port)")
         if self.catalog_type == "rest" and not self.catalog_uri.startswith(("http://", "https://")):  # type: ignore[union-attr]
             raise ValueError(f"K2_CATALOG_URI {self.catalog_uri!r} is not a REST catalog URL (http:// or https://)")
         if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
             raise ValueError("set both K2_S3_ACCESS_KEY_ID and K2_S3_SECRET_ACCESS_KEY, or neither")
-        return self
 
     @property
     def home_path(self) -> Path:
@@ -354,3 +397,109 @@ def parse_rate(text: str) -> tuple[int, int, int]:
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (used by the CLI and tests)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ checks and conversion
+
+_TRUE, _FALSE = {"1", "true", "yes", "on", "y", "t"}, {"0", "false", "no", "off", "n", "f"}
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    """`value` (a Python value, or the text of an env var) as a `kind` field holds it, or a ValueError saying why
+    not."""
+    origin = typing.get_origin(kind)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _convert(inner, value)
+    if origin is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ValueError(f"should be {' or '.join(repr(c) for c in choices)}, not {value!r}")
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"should be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"should be a whole number, not {value!r}")
+        try:
+            return int(value.strip()) if isinstance(value, str) else int(value)
+        except ValueError:
+            raise ValueError(f"should be a whole number, not {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"should be a number, not {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"should be a number, not {value!r}") from None
+    if kind is Path:
+        if not isinstance(value, str | os.PathLike):
+            raise ValueError(f"should be a path, not {value!r}")
+        return Path(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"should be text, not {value!r}")
+        return value
+    raise TypeError(f"settings of type {kind!r} are not supported")
+
+
+def _check_bounds(spec: FieldSpec, value: Any) -> None:
+    if value is None or not isinstance(value, int | float):
+        return
+    if spec.ge is not None and value < spec.ge:
+        raise ValueError(f"should be at least {spec.ge:g}, not {value!r}")
+    if spec.gt is not None and value <= spec.gt:
+        raise ValueError(f"should be greater than {spec.gt:g}, not {value!r}")
+    if spec.le is not None and value > spec.le:
+        raise ValueError(f"should be at most {spec.le:g}, not {value!r}")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _rate(value: str) -> str:
+    parse_rate(value)
+    return value
+
+
+def _crash_point(value: str | None) -> str | None:
+    if value:
+        parse_crash_spec(value)
+    return value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+_BEFORE: dict[str, typing.Callable[[Any], Any]] = {"log_level": _upper}
+_VALIDATORS: dict[str, typing.Callable[[Any], Any]] = {
+    "api_rate_point": _rate, "api_rate_analytics": _rate, "api_rate_ticks": _rate, "api_rate_stream": _rate,
+    "crash_at": _crash_point,
+}
+
+
+def _declare(cls: type[Settings]) -> None:
+    """Read the fields off the class body: each annotated attribute, its default or its `Field`."""
+    for name, kind in cls.__annotations__.items():
+        if name.startswith("_") or name == "model_fields":  # the class-level registries, not settings
+            continue
+        declared = cls.__dict__.get(name)
+        spec = declared if isinstance(declared, FieldSpec) else FieldSpec(declared)
+        cls.model_fields[name] = spec
+        cls._types[name] = kind
+        if isinstance(declared, FieldSpec):
+            delattr(cls, name)  # instances hold the values; the class keeps only the specs in model_fields
+
+
+_declare(Settings)

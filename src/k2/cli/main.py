@@ -13,12 +13,11 @@ import sys
 from types import FrameType
 
 import typer
-from pydantic import ValidationError
 
 from k2.cli.output import console
 from k2.errors import K2Error
 from k2.obs.logs import configure_logging
-from k2.settings import get_settings
+from k2.settings import SettingsError, get_settings
 
 HELP = "K2 market data platform: CSV/feeds → Kafka (Avro) → Iceberg → DuckDB."
 
@@ -89,7 +88,7 @@ def _fail(message: str, code: int = 1) -> None:
 def _log_level() -> str:
     try:
         return get_settings().log_level
-    except ValidationError:
+    except SettingsError:
         return "WARNING"  # reported as the command runs, with the other settings
 
 
@@ -149,7 +148,7 @@ def _report(exc: BaseException, level: str) -> None:
         sys.exit(130)
     if isinstance(exc, K2Error):
         _fail(str(exc))
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, SettingsError):
         problems = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
         _fail(f"invalid setting: {problems}", 2)
     if isinstance(exc, OSError):  # the environment: a file, directory or permission problem K2 did not foresee

@@ -22,6 +22,22 @@ ASOF_SCHEMA = pa.schema([
 ])
 
 
+def quoted_late(trades: pa.Table, quotes: pa.Table) -> list[str]:
+    """Symbols whose first trade in the window precedes their first quote in it (or that have no quote in it):
+    only their prevailing quote at the window's start can matter. When a symbol's quotes start at or before its
+    first trade, every trade finds its quote in the window, and looking before it (a read of older files, the
+    costliest part of a first-touch as-of join) is skipped."""
+    quote_ranges = symbol_runs(quotes)
+    trade_ts = micros(trades.column("ts"))
+    quote_ts = micros(quotes.column("ts"))
+    late = []
+    for symbol, (first, _) in symbol_runs(trades).items():
+        q_first, q_stop = quote_ranges.get(symbol, (0, 0))
+        if q_first == q_stop or quote_ts[q_first] > trade_ts[first]:
+            late.append(symbol)
+    return late
+
+
 def asof_join(trades: pa.Table, quotes: pa.Table, prior: pa.Table | None = None) -> pa.Table:
     """`trades` with the columns of each one's prevailing quote (null before the symbol's first quote).
     `prior`: at most one quote per symbol from before the window (the one prevailing at its start), for trades

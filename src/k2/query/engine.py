@@ -25,7 +25,7 @@ from k2.lake.offsets import OFFSETS_PROPERTY, LandedOffsets
 from k2.lake.partials import MINUTE_US, Partials, raw_partials
 from k2.query.adjust import PRICE_COLUMNS, Adjust, adjust_bars
 from k2.query.aggregate import Rolled, micros_array, partial_step, price_array, roll_up
-from k2.query.asof import asof_join
+from k2.query.asof import asof_join, quoted_late
 from k2.query.duck import Duck
 from k2.query.plan import Plan, Planner, to_micros
 from k2.query.reader import Reader, conform, where
@@ -466,9 +466,9 @@ class QueryEngine:
         trades = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
         quotes = self.ticks(Dataset.QUOTES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
         prior = None
-        if span.start is not None and trades.num_rows:  # the quotes prevailing at the window's start
-            wanted = symbols or pc.unique(trades.column("symbol")).to_pylist()
-            prior = self.last(Dataset.QUOTES, wanted, span.start - dt.timedelta(microseconds=1),
+        late = quoted_late(trades, quotes) if span.start is not None and trades.num_rows else []
+        if late and span.start is not None:  # the quotes prevailing at the start, for symbols trading before quoting
+            prior = self.last(Dataset.QUOTES, late, span.start - dt.timedelta(microseconds=1),
                               snapshot_id=snapshot_id, as_of=as_of)
         return asof_join(trades, quotes, prior)
 
