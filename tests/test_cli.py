@@ -257,6 +257,13 @@ def test_a_read_only_command_exits_fast_with_its_code_output_and_exit_hooks(home
                            capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "is not a time" in usage.stderr and "HOOK RAN" in usage.stderr
     assert "TEARDOWN" not in missing.stderr + usage.stderr
+    with_lake = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['k2', 'query', 'trades']\n"
+                                "import atexit; atexit.register(lambda: print('PANDAS', sys.modules.get('pandas', "
+                                "'absent'), 'BLOCKED', any(type(f).__name__ == '_WithoutPandas' for f in "
+                                "sys.meta_path), file=sys.stderr))\nfrom k2.cli.entry import main\nmain()"],
+                               env=env, capture_output=True, text=True, timeout=120)
+    # pyarrow's probe for pandas (0.3-0.5 s when it is installed) finds none
+    assert "PANDAS absent BLOCKED True" in with_lake.stderr
     other = subprocess.run([sys.executable, str(script), "broker", "status"], env=env, capture_output=True,
                            text=True, timeout=120)
     assert other.returncode == 1 and "HOOK RAN" in other.stderr and "TEARDOWN" in other.stderr  # a normal exit
