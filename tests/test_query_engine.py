@@ -289,6 +289,28 @@ def test_asof_join_looks_before_its_window_only_for_symbols_that_trade_before_qu
         assert trade["quote_ts"] == book["ts"][-1]  # exact, the prior quote included
 
 
+def test_asof_join_reads_trades_and_quotes_at_once(
+    lake: tuple[Settings, pa.Table, pa.Table], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two reads of an as-of join overlap (from disk, its first touch then waits for the slower of the two, not
+    for their sum): the quotes are read on the side-read thread while the caller's thread reads the trades."""
+    import threading
+
+    settings, _, _ = lake
+    engine = QueryEngine(settings)
+    readers: dict[Dataset, str] = {}
+    rows = engine._rows
+
+    def watched_rows(dataset: Dataset, *args: object) -> pa.Table:
+        readers[dataset] = threading.current_thread().name
+        return rows(dataset, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_rows", watched_rows)
+    assert engine.asof(["AAA"], TimeRange(dt.datetime.combine(DAYS[1], dt.time(), dt.UTC))).num_rows > 0
+    assert readers[Dataset.TRADES] == threading.current_thread().name
+    assert readers[Dataset.QUOTES].startswith("k2-side-read")
+
+
 def test_asof_join_gives_the_quote_at_the_same_microsecond(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     at = dt.datetime(2026, 3, 2, 1, tzinfo=dt.UTC)

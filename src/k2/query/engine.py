@@ -10,6 +10,8 @@ import contextlib
 import datetime as dt
 import difflib
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -106,6 +108,21 @@ class TimeRange:
     def __post_init__(self) -> None:
         if self.start and self.end and _utc(self.start) >= _utc(self.end):
             raise QueryError(f"start {self.start.isoformat()} is not before end {self.end.isoformat()}")
+
+
+
+_SIDE_READER: ThreadPoolExecutor | None = None
+_SIDE_LOCK = threading.Lock()
+
+
+def _side_reader() -> ThreadPoolExecutor:
+    """One thread per process for the second read of a two-table query (its own: the hot tier's loader pool may be
+    busy with this very query's files)."""
+    global _SIDE_READER
+    with _SIDE_LOCK:
+        if _SIDE_READER is None:
+            _SIDE_READER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="k2-side-read")
+        return _SIDE_READER
 
 
 class QueryEngine:
@@ -229,10 +246,13 @@ class QueryEngine:
         by_symbol: bool = False,
     ) -> pa.Table:
         """Trades or quotes in time order (ts, symbol, sequence), or (symbol, ts, sequence) when `by_symbol`."""
-        span = span or TimeRange()
-        plan = self._plan(dataset, symbols, span, snapshot_id, as_of)
-        rows = self._reader.read(plan, arrow_schema(dataset), symbols, span.start, span.end, by_time=not by_symbol)
+        rows = self._rows(dataset, symbols, span or TimeRange(), snapshot_id, as_of, by_symbol)
         return rows.slice(0, limit) if limit else rows
+
+    def _rows(self, dataset: Dataset, symbols: list[str] | None, span: TimeRange, snapshot_id: int | None,
+              as_of: dt.datetime | None, by_symbol: bool) -> pa.Table:
+        plan = self._plan(dataset, symbols, span, snapshot_id, as_of)
+        return self._reader.read(plan, arrow_schema(dataset), symbols, span.start, span.end, by_time=not by_symbol)
 
     def count(
         self, dataset: Dataset, symbols: list[str] | None = None, span: TimeRange | None = None,
@@ -463,8 +483,11 @@ class QueryEngine:
         """Every trade with the quote prevailing at its time: the last quote of its symbol with ts ≤ the trade's
         (ties go to the quote: it was on the book when the trade printed). Trades before any quote get nulls."""
         span = span or TimeRange()
-        trades = self.ticks(Dataset.TRADES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
-        quotes = self.ticks(Dataset.QUOTES, symbols, span, snapshot_id=snapshot_id, as_of=as_of, by_symbol=True)
+        # the quotes are read on another thread while this one reads the trades: from disk, the two reads overlap
+        # (Parquet decoding releases the GIL), and a first-touch join waits for the slower, not for the sum
+        quoting = _side_reader().submit(self._rows, Dataset.QUOTES, symbols, span, snapshot_id, as_of, True)
+        trades = self._rows(Dataset.TRADES, symbols, span, snapshot_id, as_of, True)
+        quotes = quoting.result()
         prior = None
         late = quoted_late(trades, quotes) if span.start is not None and trades.num_rows else []
         if late and span.start is not None:  # the quotes prevailing at the start, for symbols trading before quoting
