@@ -59,3 +59,5 @@ def test_a_table_wider_than_the_screen_is_left_to_rich() -> None:
     assert box_table("t", ["a" * 50, "b" * 50], [False, True], [["x", "y"]], 80) is None
     assert box_table("a title longer than the table", ["a"], [False], [["x"]], 160) is None
     assert box_table(None, ["a"], [False], [["x"]], 160) is not None
+    wide = box_table("t", ["a" * 150, "b" * 150], [False, True], [["x", "y"]], None)  # a file or a pipe: no limit
+    assert wide is not None and all(len(line) == 307 for line in wide.splitlines()[1:])

@@ -74,7 +74,9 @@ def render(
     right = [pa_types.is_integer(field.type) or pa_types.is_decimal(field.type) for field in table.schema]
     rows = [[_cell(v) for v in row.values()] for row in table.slice(0, max_rows).to_pylist()]
     terminal = sys.stdout.isatty()
-    width = shutil.get_terminal_size().columns if terminal else 160
+    # a terminal wraps what is wider than itself, so Rich fits those tables to it; a file or a pipe keeps every
+    # row on one line, whatever its width
+    width = shutil.get_terminal_size().columns if terminal else None
     text = box_table(title, table.column_names, right, rows, width, styled=terminal)
     if text is not None:
         sys.stdout.write(text)
@@ -84,21 +86,21 @@ def render(
             out.add_column(name, justify="right" if is_right else "left")
         for cells in rows:
             out.add_row(*cells)
-        (Console() if terminal else Console(width=160)).print(out)
+        Console().print(out)
     total = table.num_rows if total is None else total
     shown = min(max_rows, table.num_rows)
     if total > shown:
         console.print(f"showing {shown:,} of {total:,} rows (use --limit N, or --format csv|json for all of them)")
 
 
-def box_table(title: str | None, headers: list[str], right: list[bool], rows: list[list[str]], width: int,
+def box_table(title: str | None, headers: list[str], right: list[bool], rows: list[list[str]], width: int | None,
               styled: bool = False) -> str | None:
     """The table exactly as Rich's default `Table` draws it when it fits in `width` (None when it does not: the
     caller lets Rich wrap it). Rich's general layout costs ~1.5 ms a row, most of a small query's wall time; this
     is string joins. `styled` adds Rich's bold header and italic title for a terminal."""
     sizes = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     total = sum(sizes) + 3 * len(sizes) + 1
-    if total > width or (title is not None and cell_len(title) > total):
+    if (width is not None and total > width) or (title is not None and cell_len(title) > total):
         return None
 
     def line(cells: list[str], aligned: list[bool], edge: str, bold: bool = False) -> str:
