@@ -33,8 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "replay": BASE | {"lake", "query", "kafka", "registry"},
     "api": BASE | {"lake", "query", "replay", "kafka", "console"},
     "engines": BASE | {"lake"},
+    "recovery": BASE | {"lake", "registry"},
     "cli": BASE | {"codec", "registry", "sources", "kafka", "lake", "ingest", "query", "replay", "api", "data",
-            "runtime", "engines"},
+            "runtime", "engines", "recovery"},
 }
 
 

@@ -95,3 +95,7 @@ class OutputError(K2Error):
 
 class UnknownSymbolError(QueryError):
     """A symbol the table has never held; the message suggests close ones."""
+
+
+class RecoveryError(K2Error):
+    """A backup cannot be made or restored (no such point, a target that holds data, a copy that failed)."""

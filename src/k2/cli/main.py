@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "rollback": ("lake", "rollback", False),
     "tag": ("lake", "tag", False),
     "maintain": ("lake", "maintain", False),
+    "backup": ("recovery", "backup", False),
+    "restore": ("recovery", "restore", False),
     "dlq": ("dlq", "app", True),
     "registry": ("registry", "app", True),
     "apikey": ("apikey", "app", True),

@@ -162,3 +162,33 @@ def location_in_catalog(catalog: Catalog, settings: Settings, table_name: str) -
             return catalog.load_table(identifier).metadata_location
         except NoSuchTableError:
             return None
+
+
+_NAMESPACE_SQL = text(
+    "SELECT table_name, metadata_location FROM iceberg_tables "
+    "WHERE catalog_name = :catalog AND table_namespace = :namespace"
+)
+
+
+def table_locations(catalog: Catalog, settings: Settings) -> dict[str, str]:
+    """Table name → current metadata location of every table in K2's namespace. A SQL catalog answers in one
+    statement, which is one consistent state of the whole lake; other catalogs table by table."""
+    from pyiceberg.exceptions import NoSuchNamespaceError
+
+    with catalog_errors(settings.namespace):
+        if isinstance(catalog, SqlCatalog):
+            with catalog.engine.connect() as connection:
+                rows = connection.execute(
+                    _NAMESPACE_SQL, {"catalog": catalog.name, "namespace": settings.namespace}).all()
+            return {str(name): str(location) for name, location in rows if location}
+        try:
+            names = [identifier[-1] for identifier in catalog.list_tables(settings.namespace)]
+        except NoSuchNamespaceError:
+            return {}
+        found = {}
+        for name in names:
+            try:
+                found[name] = catalog.load_table((settings.namespace, name)).metadata_location
+            except NoSuchTableError:  # dropped between the listing and the load
+                continue
+        return found

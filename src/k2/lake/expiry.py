@@ -121,7 +121,7 @@ def remove_orphan_files(table: Table, min_age_seconds: float, also_referenced: s
     `also_referenced`: quality files named by data snapshots) and that are older than `min_age_seconds`. Local
     warehouses and s3:// (listed and deleted with the settings' keys: lake/fileio.py)."""
     table.refresh()
-    referenced = _referenced(table) | {readable(p) for p in also_referenced or set()}
+    referenced = referenced_files(table) | {readable(p) for p in also_referenced or set()}
     cutoff = time.time() - min_age_seconds
     report = OrphanReport()
     try:
@@ -137,7 +137,9 @@ def remove_orphan_files(table: Table, min_age_seconds: float, also_referenced: s
     return report
 
 
-def _referenced(table: Table) -> set[str]:
+def referenced_files(table: Table) -> set[str]:
+    """Every file the table's metadata refers to: metadata files (current and logged), manifest lists, manifests,
+    the live data files of every kept snapshot, statistics files."""
     metadata = table.metadata
     paths = {table.metadata_location, *(entry.metadata_file for entry in metadata.metadata_log)}
     for snapshot in metadata.snapshots:

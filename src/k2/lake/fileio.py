@@ -139,6 +139,55 @@ def _remote(location: str) -> tuple[fs.FileSystem, str, str]:
     return filesystem, remote.rstrip("/"), scheme
 
 
+def file_size(location: str) -> int | None:
+    """The file's size in bytes, None when there is no such file."""
+    path = local_path(location)
+    if path is not None:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+    from pyarrow import fs
+
+    filesystem, key, _ = _remote(location)
+    info = filesystem.get_file_info(key)
+    return int(info.size or 0) if info.type == fs.FileType.File else None
+
+
+_COPY_CHUNK = 8 << 20
+
+
+def copy_file(source: str, target: str) -> int:
+    """Copy one file between any two locations (local or object store), returning its size. A local target is
+    written under a temporary name and renamed, an object is put whole: a copy cut short leaves no file that
+    looks complete. FileNotFoundError when `source` is gone."""
+    import shutil
+
+    source_path, target_path = local_path(source), local_path(target)
+    if target_path is not None:
+        os.makedirs(os.path.dirname(target_path) or ".", exist_ok=True)
+        partial = f"{target_path}.{os.getpid()}.{threading.get_ident()}.partial"
+        try:
+            if source_path is not None:
+                shutil.copyfile(source_path, partial)
+            else:
+                with open_input(source) as stream, open(partial, "wb") as out:
+                    while chunk := stream.read(_COPY_CHUNK):
+                        out.write(chunk)
+            os.replace(partial, target_path)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return os.stat(target_path).st_size
+    filesystem, key, _ = _remote(target)
+    size = 0
+    with open_input(source) as stream, filesystem.open_output_stream(key) as out:
+        while chunk := stream.read(_COPY_CHUNK):
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
 def write_bytes(location: str, data: bytes) -> None:
     """Write a small file (`k2 doctor`'s storage probe); local directories are created."""
     path = local_path(location)

@@ -108,3 +108,29 @@ class LocalSchemaRegistry:
                 if canonical_form(json.loads(state["schemas"][str(schema_id)])) == form:
                     return version, int(schema_id)
         return None
+
+    def export_state(self) -> dict[str, Any]:
+        """Every schema and subject (what a backup keeps): {"schemas": {id: text}, "subjects": {subject: [ids]}}."""
+        with self._locked() as state:
+            copied: dict[str, Any] = json.loads(json.dumps(state))
+        return copied
+
+    def import_state(self, saved: dict[str, Any]) -> int:
+        """Merge a backup's schemas and subjects in; returns how many schemas were added. The ids records carry in
+        Kafka must keep meaning the same schema: an id this registry already gives to another schema is refused."""
+        added = 0
+        with self._locked() as state:
+            for schema_id, text in saved.get("schemas", {}).items():
+                held = state["schemas"].get(schema_id)
+                if held is None:
+                    state["schemas"][schema_id] = text
+                    added += 1
+                elif canonical_form(json.loads(held)) != canonical_form(json.loads(text)):
+                    raise SchemaCompatibilityError(
+                        f"schema id {schema_id} means another schema in {self._path} than in the backup: restore "
+                        "into a home whose registry is empty or holds the backup's schemas"
+                    )
+            for subject, ids in saved.get("subjects", {}).items():
+                versions = state["subjects"].setdefault(subject, [])
+                versions.extend(i for i in ids if i not in versions)
+        return added
