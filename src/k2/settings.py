@@ -182,6 +182,10 @@ class Settings:
         None, description="sql: SQLAlchemy URI (postgresql+psycopg://user:pw@host/db); rest: the catalog's URL. "
         "Unset = SQLite in home."
     )
+    catalog_lock_wait_seconds: float = Field(
+        120.0, ge=0, description="How long a SQLite catalog waits for a lock another process holds (a long write, "
+        "a backup tool, a sqlite3 shell) before a commit fails."
+    )
     catalog_credential: str | None = Field(
         None, repr=False, description="REST catalog OAuth2 client credentials, CLIENT_ID:CLIENT_SECRET."
     )

@@ -61,6 +61,10 @@ class LakeCommitter:
     def table(self) -> Table:
         return self._table
 
+    def follow_cluster(self, cluster_id: str) -> None:
+        """Record later offsets as the new cluster's (the broker came back as another cluster)."""
+        self._cluster = cluster_id
+
     def commit(self, batch: PreparedBatch) -> Landed:
         """Land `batch` (runs on the lander thread, strictly in order)."""
         attributes: tracing.Attributes = {"k2.table": ".".join(self._table.name()),

@@ -82,6 +82,7 @@ class LakeIngestor:
         self._assigned_at: float | None = None
         self._unassigned_since = time.monotonic()
         self._broker_down_since: float | None = None
+        self._cluster_checked_at = 0.0
         self._unread = False  # records beyond the position, as of the last check (see _still_to_read)
         self._unread_checked_at = 0.0
         self._pending = PendingBatch()
@@ -226,6 +227,42 @@ class LakeIngestor:
                 "`k2 ingest` once it is back: it resumes exactly where the lake left off"
             )
 
+    def _check_cluster(self, consumer: Consumer, now: float) -> None:
+        """After every broker was lost, once one answers again (checked at most once a second): is it still the
+        same cluster? A broker that lost its log (Tansu keeps it in memory; a cluster rebuilt from scratch) comes
+        back as a new cluster whose offsets mean nothing next to the ones this consumer holds: positions beyond
+        its log would read nothing, and the run would end as "idle" with records unread."""
+        if self._broker_down_since is None or now < self._cluster_checked_at + 1.0:
+            return
+        self._cluster_checked_at = now
+        try:
+            found = consumer.list_topics(timeout=1.0).cluster_id
+        except KafkaException:
+            return  # still down
+        if not found:
+            return
+        self._broker_down_since = None
+        if found != self._cluster:
+            self._follow_new_cluster(consumer, str(found))
+
+    def _follow_new_cluster(self, consumer: Consumer, found: str) -> None:
+        """Land what was read from the old cluster (under its id), then read the topic on the new one from the
+        beginning: the lake drops the records it already holds as duplicates (a fresh `k2 ingest` does the same)."""
+        log.warning("%s: the Kafka cluster changed from %s to %s (a broker that lost its log); reading the topic "
+                    "again from the beginning, records the lake holds are dropped as duplicates",
+                    self._topic, self._cluster, found)
+        self._land_pending()
+        self._drain()
+        self._cluster = found
+        self._committer.follow_cluster(found)
+        self._preparer.reset()  # sequence state again from the lake
+        assignment = consumer.assignment()
+        for tp in assignment:
+            tp.offset = OFFSET_BEGINNING
+            self.report.start_offsets[tp.partition] = OFFSET_BEGINNING
+        if assignment:
+            consumer.assign(assignment)
+
     def _still_to_read(self, consumer: Consumer, now: float, quiet: float, idle_limit: float) -> bool:
         """Whether records beyond this consumer's position exist although none arrived for `quiet` seconds:
         then it is not idle, only waiting on the broker (checked at most once a second). A broker that has
@@ -297,6 +334,8 @@ class LakeIngestor:
                     if self.report.first_message_at is None:
                         self.report.first_message_at = now
                 self._check_broker(now)
+                if not got:
+                    self._check_cluster(consumer, now)
                 if self._pending.due(self._settings, now, caught_up=not got):
                     self._land_pending()
                     if on_progress:

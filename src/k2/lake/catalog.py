@@ -40,7 +40,7 @@ def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
         settings.home_dir  # noqa: B018 - creates K2_HOME, or says clearly why it cannot
     if settings.catalog_type == "rest":
         return _rest_catalog(settings)
-    uri = settings.resolved_catalog_uri
+    uri = _waiting_for_locks(settings.resolved_catalog_uri, settings.catalog_lock_wait_seconds)
     with catalog_errors(redacted(uri)):
         for attempt in range(3):
             try:
@@ -52,6 +52,14 @@ def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
                 if "already exists" not in str(exc) or attempt == 2:
                     raise
     raise AssertionError("unreachable")
+
+
+def _waiting_for_locks(uri: str, seconds: float) -> str:
+    """A SQLite URI whose connections wait `seconds` for another process's lock (SQLite's default is 5 s: a
+    sqlite3 shell or a backup holding the file longer made every commit, and so `k2 ingest`, fail)."""
+    if not uri.startswith("sqlite") or "timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={seconds:g}"
 
 
 def _rest_catalog(settings: Settings) -> Catalog:

@@ -1,0 +1,70 @@
+"""Chaos: the broker is SIGKILLed in the middle of an ingest and started again on the same port and log directory
+a few seconds later. The running `k2 ingest` is never restarted: it reconnects, lands everything once, and goes on
+reading what is produced after the restart (the recovery time: from the broker's return to all of it landed). A broker
+that keeps its log (noida-db, Kafka) still holds the records; Tansu's memory log is gone with the process, and the
+producer sends the batch again (loads are idempotent: the lake drops what it already holds)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from k2.kafka.broker import free_port, start_broker, stop_process
+from k2.settings import BrokerKind, Settings
+from tests.chaos.workload import (
+    assert_every_tick_once,
+    finish,
+    landed_rows,
+    produce,
+    record_recovery,
+    start_ingest,
+    trades,
+    wait_for,
+)
+from tests.services import brokers_under_test
+
+pytestmark = pytest.mark.slow
+DOWN_SECONDS = 3.0
+
+
+@pytest.mark.parametrize("kind", brokers_under_test())
+def test_the_broker_killed_mid_ingest_costs_nothing(kind: BrokerKind, tmp_path: Path) -> None:
+    port = free_port()
+    state, process = start_broker(kind, tmp_path / "broker", port)
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(home=tmp_path / "home", kafka_bootstrap=state.bootstrap, broker=kind,
+                        topic_trades=f"chaos-{tag}", consumer_group=f"chaos-{tag}")
+    first, second, third = trades(1, 6_000), trades(2, 40_000), trades(3, 3_000)
+    try:
+        produce(settings, first)
+        ingest = start_ingest(settings, idle_seconds=8)
+        wait_for(lambda: landed_rows(settings) == first.num_rows, 120, "phase 1 landed", ingest)
+        produce(settings, second)
+        wait_for(lambda: landed_rows(settings) > first.num_rows, 120, "phase 2 landing", ingest)
+        os.killpg(process.pid, signal.SIGKILL)  # the whole broker, at once, mid-ingest
+        process.wait(timeout=10)
+        at_kill = landed_rows(settings)
+        assert first.num_rows < at_kill < first.num_rows + second.num_rows  # some of phase 2 landed, not all
+        time.sleep(DOWN_SECONDS)
+        assert ingest.poll() is None, ingest.communicate()  # still waiting for the broker, not failed
+        state, process = start_broker(kind, tmp_path / "broker", port)
+        back = time.monotonic()
+        if kind == "tansu":  # a new, empty cluster: what it had is gone, and the producer sends it again
+            produce(settings, second)
+        produce(settings, third)  # the same ingest process reads from the broker that came back
+        wait_for(lambda: landed_rows(settings) == first.num_rows + second.num_rows + third.num_rows, 180,
+                 "phases 2 and 3 landed after the restart", ingest)
+        record_recovery(f"broker {kind} killed, back after {DOWN_SECONDS:g} s", time.monotonic() - back)
+        finish(ingest)
+    finally:
+        with_ingest = locals().get("ingest")
+        if isinstance(with_ingest, subprocess.Popen) and with_ingest.poll() is None:
+            with_ingest.kill()
+        stop_process(state, process)
+    assert_every_tick_once(settings, [first, second, third])
