@@ -84,6 +84,21 @@ class Postgres:
     def jdbc(self, database: str) -> str:
         return f"jdbc:postgresql://{LOOPBACK}:{self.port}/{database}"
 
+    def stop(self) -> None:
+        """Stop the server at once (`-m immediate`: no checkpoint, open transactions cut off, as a crash would)."""
+        binaries = postgres_bin()
+        assert binaries is not None
+        subprocess.run(_as_postgres_user([str(binaries / "pg_ctl"), "-D", str(self.workdir / "pgdata"), "-m",
+                                          "immediate", "stop"]), check=True, capture_output=True)
+
+    def start(self) -> None:
+        binaries = postgres_bin()
+        assert binaries is not None
+        options = f"-h {LOOPBACK} -p {self.port} -k {self.workdir} -c fsync=off -c full_page_writes=off"
+        subprocess.run(_as_postgres_user([str(binaries / "pg_ctl"), "-D", str(self.workdir / "pgdata"), "-l",
+                                          str(self.workdir / "postgres.log"), "-o", options, "-w", "-t", "60",
+                                          "start"]), check=True, capture_output=True)
+
     def create_database(self) -> str:
         """A new empty database (one per test: catalogs never share tables)."""
         import psycopg
@@ -110,7 +125,7 @@ def running_postgres() -> Iterator[Postgres]:
     if binaries is None:
         raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql (scripts/test does)")
     workdir = Path(tempfile.mkdtemp(prefix="k2-postgres-"))
-    data, log, password_file = workdir / "pgdata", workdir / "postgres.log", workdir / "pw"
+    data, password_file = workdir / "pgdata", workdir / "pw"
     server = Postgres(port=free_port(), workdir=workdir)
     password_file.write_text(server.password)
     if os.geteuid() == 0:
@@ -120,9 +135,7 @@ def running_postgres() -> Iterator[Postgres]:
     subprocess.run(_as_postgres_user([str(binaries / "initdb"), "-D", str(data), "-U", server.user,
                                       f"--pwfile={password_file}", "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"]),
                    check=True, capture_output=True)
-    options = f"-h {LOOPBACK} -p {server.port} -k {workdir} -c fsync=off -c full_page_writes=off"
-    subprocess.run(_as_postgres_user([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
-                                      "-w", "-t", "60", "start"]), check=True, capture_output=True)
+    server.start()
     try:
         yield server
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,3 +90,36 @@ def record_recovery(fault: str, seconds: float) -> None:
     with open(RECOVERY_LOG, "a") as log:
         log.write(f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%S}\t{fault}\t{seconds:.2f}\n")
     print(f"RECOVERY {fault}: {seconds:.2f} s")
+
+
+class Supervised:
+    """`k2 ingest` under a supervisor, as deploy/ runs it (compose `restart: on-failure`, a Kubernetes Deployment):
+    a run that fails is started again after a second, until one finishes (idle). Every failure must say what is
+    wrong in one line: no traceback, no "bug in K2"."""
+
+    def __init__(self, settings: Settings, idle_seconds: float = 4.0) -> None:
+        self.failures: list[str] = []
+        self._settings = settings
+        self._idle = idle_seconds
+        self._done = threading.Event()
+        self.output = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            process = start_ingest(self._settings, self._idle)
+            out, err = process.communicate(timeout=600)
+            if process.returncode == 0:
+                self.output = out
+                self._done.set()
+                return
+            self.failures.append(err.strip().splitlines()[-1] if err.strip() else f"exit {process.returncode}")
+            assert "Traceback" not in err, err
+            time.sleep(1.0)
+
+    def finish(self, timeout: float = 300) -> str:
+        assert self._done.wait(timeout), f"ingest never finished; failures: {self.failures}"
+        for failure in self.failures:
+            assert "bug in K2" not in failure, failure
+        return self.output

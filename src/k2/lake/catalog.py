@@ -32,6 +32,21 @@ def catalog_errors(where: str) -> Iterator[None]:
         raise CatalogError(f"the Iceberg metadata of {where} cannot be read: {exc}") from None
 
 
+@contextlib.contextmanager
+def catalog_outage(settings: Settings, doing: str, advice: str = "") -> Iterator[None]:
+    """The catalog failing mid-work (its database stopped, a connection cut, a REST server gone) as one
+    CatalogError naming it, instead of a driver's exception. Errors of K2's own are left as they are."""
+    from pyiceberg.exceptions import ServerError, ServiceUnavailableError
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    try:
+        yield
+    except (SQLAlchemyError, ServerError, ServiceUnavailableError, RequestsConnectionError) as exc:
+        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300] or type(exc).__name__
+        where = settings.catalog_uri if settings.catalog_type == "rest" else redacted(settings.resolved_catalog_uri)
+        raise CatalogError(f"the Iceberg catalog {where} failed while {doing}: {cause}{advice}") from None
+
+
 def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
     """The configured catalog; the default is SQLite + a local warehouse under K2_HOME (created for writers; a
     reader may open a read-only home)."""
