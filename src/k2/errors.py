@@ -99,3 +99,7 @@ class UnknownSymbolError(QueryError):
 
 class RecoveryError(K2Error):
     """A backup cannot be made or restored (no such point, a target that holds data, a copy that failed)."""
+
+
+class StorageError(K2Error):
+    """The lake's storage (a local disk, S3) failed: unreachable, full, or refusing a write."""

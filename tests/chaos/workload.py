@@ -98,7 +98,8 @@ class Supervised:
     wrong in one line: no traceback, no "bug in K2"."""
 
     def __init__(self, settings: Settings, idle_seconds: float = 4.0) -> None:
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # the last line of each failed run: what the operator reads
+        self.failed_output: list[str] = []
         self._settings = settings
         self._idle = idle_seconds
         self._done = threading.Event()
@@ -115,11 +116,12 @@ class Supervised:
                 self._done.set()
                 return
             self.failures.append(err.strip().splitlines()[-1] if err.strip() else f"exit {process.returncode}")
-            assert "Traceback" not in err, err
+            self.failed_output.append(err)
             time.sleep(1.0)
 
     def finish(self, timeout: float = 300) -> str:
         assert self._done.wait(timeout), f"ingest never finished; failures: {self.failures}"
-        for failure in self.failures:
+        for failure, output in zip(self.failures, self.failed_output, strict=True):
             assert "bug in K2" not in failure, failure
+            assert "Traceback" not in output, output
         return self.output

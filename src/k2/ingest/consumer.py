@@ -32,7 +32,7 @@ from k2.ingest.prepare import BatchPreparer, PreparedBatch
 from k2.kafka.config import close_consumer
 from k2.kafka.groups import committed as committed_offsets
 from k2.lake import quality
-from k2.lake.catalog import catalog_outage
+from k2.lake.catalog import catalog_outage, storage_outage
 from k2.lake.offsets import landed_offsets
 from k2.obs import tracing
 from k2.obs.metrics import INGEST_MESSAGES
@@ -307,8 +307,8 @@ class LakeIngestor:
         on_progress: Callable[[IngestReport], None] | None = None,
     ) -> IngestReport:
         """Consume until `max_messages` have been landed, or nothing arrived for `idle_seconds`."""
-        with catalog_outage(self._settings, f"ingesting {self._topic}",
-                            "; `k2 ingest` resumes where the lake left off once the catalog answers"):
+        doing, advice = f"ingesting {self._topic}", "; `k2 ingest` resumes where the lake left off once it works again"
+        with catalog_outage(self._settings, doing, advice), storage_outage(self._settings, doing, advice):
             return self._run(max_messages, idle_seconds, on_progress)
 
     def _run(

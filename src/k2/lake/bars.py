@@ -248,8 +248,9 @@ class BarsRefresher:
             try:
                 refresh(self._trades, self._bars)
                 self.refreshes += 1
-            except Exception:
-                log.warning("%s was not brought up to date; the next refresh or `k2 maintain` will", BARS_TABLE,
-                            exc_info=True)
+            except Exception as exc:  # derived data: a failure here costs nothing the next refresh cannot redo
+                log.warning("%s was not brought up to date (%s); the next refresh or `k2 maintain` will", BARS_TABLE,
+                            " ".join(str(exc).split())[:300] or type(exc).__name__)
+                log.debug("the failed bars refresh", exc_info=True)
             if self._closing and not self._wanted.is_set():
                 return

@@ -12,7 +12,7 @@ from pyiceberg.table import Table
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from k2.errors import CatalogError
+from k2.errors import CatalogError, StorageError
 from k2.lake.fileio import use_object_store
 from k2.lake.layout import partition_spec, sort_order, table_properties
 from k2.schemas import Dataset
@@ -45,6 +45,17 @@ def catalog_outage(settings: Settings, doing: str, advice: str = "") -> Iterator
         cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300] or type(exc).__name__
         where = settings.catalog_uri if settings.catalog_type == "rest" else redacted(settings.resolved_catalog_uri)
         raise CatalogError(f"the Iceberg catalog {where} failed while {doing}: {cause}{advice}") from None
+
+
+@contextlib.contextmanager
+def storage_outage(settings: Settings, doing: str, advice: str = "") -> Iterator[None]:
+    """The lake's storage failing mid-work (S3 unreachable, a full disk) as one StorageError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise StorageError(f"the lake's storage {settings.resolved_warehouse} failed while {doing}: {cause}"
+                           f"{advice}") from None
 
 
 def open_catalog(settings: Settings, writable: bool = True) -> Catalog:
