@@ -21,6 +21,7 @@ class Proxy:
         self._upstream = upstream_port
         self.delay = 0.0  # seconds added before each forwarded chunk, both ways
         self.drop = 0.0  # share of new connections cut at once
+        self.cut = 0  # connections cut by down() or refused by `drop`, so far
         self._up = threading.Event()
         self._up.set()
         self._lock = threading.Lock()
@@ -38,6 +39,7 @@ class Proxy:
         """Every open connection is cut; new ones are closed as soon as they are accepted."""
         self._up.clear()
         with self._lock:
+            self.cut += len(self._open) // 2
             for connection in self._open:
                 _close(connection)
             self._open.clear()
@@ -64,6 +66,7 @@ class Proxy:
             except (TimeoutError, OSError):
                 continue
             if not self._up.is_set() or random.random() < self.drop:
+                self.cut += 1
                 _close(client)
                 continue
             try:

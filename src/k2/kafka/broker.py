@@ -56,18 +56,22 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _command(kind: BrokerKind, port: int, data_dir: Path, settings: Settings) -> list[str]:
+def _command(kind: BrokerKind, port: int, data_dir: Path, settings: Settings,
+             advertised_port: int | None = None) -> list[str]:
     if kind == "kafka":
         from k2.kafka import distribution
 
         return distribution.prepare(settings.resolved_kafka_dist, settings.kafka_version, data_dir, port,
-                                    free_port(), settings.kafka_jvm_options.split())
+                                    free_port(), settings.kafka_jvm_options.split(), advertised_port)
     binary = str(broker_binary(kind))
     if kind == "tansu":
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         # a fresh cluster id per start: the in-memory log is new, and consumers must not trust old offsets
-        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                 "--storage-engine", "memory://tansu/", "--cluster-id", f"k2-{uuid.uuid4().hex[:12]}"]
+    if advertised_port is not None:
+        raise BrokerError("noida-db advertises the address it binds: it cannot sit behind a proxy")
     return [binary, "start", "--only", "kafka", "--host", "127.0.0.1", "--data-dir", str(data_dir),
             "--kafka-port", str(port)]
 
@@ -117,15 +121,16 @@ def _die_with_parent() -> None:
 
 def start_broker(
     kind: BrokerKind, data_dir: Path, port: int | None = None, timeout: float | None = None,
-    die_with_parent: bool = False, settings: Settings | None = None,
+    die_with_parent: bool = False, settings: Settings | None = None, advertised_port: int | None = None,
 ) -> tuple[BrokerState, subprocess.Popen[bytes]]:
     """Start a broker on loopback in its own process group and wait until it accepts connections (Kafka: until it
-    answers a metadata request: its port opens before the node has elected itself controller)."""
+    answers a metadata request: its port opens before the node has elected itself controller).
+    `advertised_port`: the port clients are sent to after bootstrapping (a proxy in front; Tansu and Kafka)."""
     settings = settings or get_settings()
     timeout = timeout or (90.0 if kind == "kafka" else 15.0)  # a JVM on a busy 2-core machine: seconds to tens
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    command = _command(kind, port, data_dir, settings)
+    command = _command(kind, port, data_dir, settings, advertised_port)
     log = open(data_dir / f"{kind}.log", "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -54,7 +54,7 @@ _SERVER = """process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -128,16 +128,18 @@ def java_binary() -> str:
 
 
 def prepare(dist: Path, version: str, data_dir: Path, port: int, controller_port: int,
-            jvm_options: list[str]) -> list[str]:
+            jvm_options: list[str], advertised_port: int | None = None) -> list[str]:
     """Write the node's config for these ports (ports may change between starts), format its log directory on
-    first use, and return the command that runs it."""
+    first use, and return the command that runs it. `advertised_port`: the port clients are told to use (a
+    proxy in front of the broker), if not its own."""
     if not installed(dist, version):
         raise BrokerError(f"Apache Kafka {version} is not fetched into {dist}: run `k2 broker fetch --kind kafka` "
                           "(Maven Central, ~45 MB)")
     logs, data = data_dir / "logs", data_dir / "data"
     logs.mkdir(parents=True, exist_ok=True)
     config = data_dir / "server.properties"
-    config.write_text(_SERVER.format(port=port, controller=controller_port, data=data))
+    config.write_text(_SERVER.format(port=port, controller=controller_port, data=data,
+                                     advertised=advertised_port or port))
     base = [java_binary(), *jvm_options, "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={dist / 'log4j2.xml'}", f"-Dkafka.logs.dir={logs}",
             "-cp", str(dist / "libs" / "*")]
