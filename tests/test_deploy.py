@@ -112,3 +112,6 @@ def test_every_alert_links_to_a_runbook_section_that_exists() -> None:
             path, _, anchor = link.partition("#")
             assert path == "docs/operations.md" and anchor in anchors, f"{rule['alert']}: {link}"
             assert f"`{rule['alert']}`" in runbook, f"the runbook does not name {rule['alert']}"
+    # the chaos drills' table links each fault to its entry: those links must land too
+    inner = re.findall(r"\]\(#([^)]+)\)", runbook)
+    assert inner and set(inner) <= anchors, set(inner) - anchors
