@@ -47,8 +47,9 @@ def backup(
         return
     from k2.recovery.backup import backup as back_up
 
-    settings_for(home).existing_home()
     settings = settings_for(home)
+    if settings.embedded_catalog:  # the lake is in K2_HOME: it must be there (a remote catalog needs no home)
+        settings.existing_home()
     with _bytes_bar("backup") as progress:
         report = back_up(settings, to, workers, on_progress=progress)
     point = report.point
