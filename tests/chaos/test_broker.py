@@ -55,7 +55,10 @@ def test_the_broker_killed_mid_ingest_costs_nothing(kind: BrokerKind, tmp_path: 
         assert ingest.poll() is None, ingest.communicate()  # still waiting for the broker, not failed
         state, process = start_broker(kind, tmp_path / "broker", port)
         back = time.monotonic()
-        if kind == "tansu":  # a new, empty cluster: what it had is gone, and the producer sends it again
+        if kind != "kafka":
+            # Tansu comes back as a new, empty cluster; noida-db keeps about a second of acknowledged records in
+            # memory only (measured: 20,000 acked records, all gone after a SIGKILL and a restart). What they lost,
+            # the producer sends again: loads are idempotent. Kafka's log survives a killed process.
             produce(settings, second)
         produce(settings, third)  # the same ingest process reads from the broker that came back
         wait_for(lambda: landed_rows(settings) == first.num_rows + second.num_rows + third.num_rows, 180,

@@ -58,6 +58,9 @@ class IngestReport:
     errors: list[str] = field(default_factory=list)
 
 
+_CLUSTER_CHECK_SECONDS = 10.0  # how often a consuming ingest confirms the broker is still the same cluster
+
+
 class LakeIngestor:
     """Consumes one dataset's topic into its Iceberg table, until idle or `max_messages`."""
 
@@ -232,12 +235,14 @@ class LakeIngestor:
         """After every broker was lost, once one answers again (checked at most once a second): is it still the
         same cluster? A broker that lost its log (Tansu keeps it in memory; a cluster rebuilt from scratch) comes
         back as a new cluster whose offsets mean nothing next to the ones this consumer holds: positions beyond
-        its log would read nothing, and the run would end as "idle" with records unread."""
-        if self._broker_down_since is None or now < self._cluster_checked_at + 1.0:
+        its log would read nothing, and the run would end as "idle" with records unread. Also checked every
+        `_CLUSTER_CHECK_SECONDS` while records flow: a rebuilt cluster may serve records at the old positions."""
+        after_outage = self._broker_down_since is not None and now >= self._cluster_checked_at + 1.0
+        if not after_outage and now < self._cluster_checked_at + _CLUSTER_CHECK_SECONDS:
             return
         self._cluster_checked_at = now
         try:
-            found = consumer.list_topics(timeout=1.0).cluster_id
+            found = consumer.list_topics(self._topic, timeout=1.0).cluster_id
         except KafkaException:
             return  # still down
         if not found:
@@ -343,8 +348,7 @@ class LakeIngestor:
                     if self.report.first_message_at is None:
                         self.report.first_message_at = now
                 self._check_broker(now)
-                if not got:
-                    self._check_cluster(consumer, now)
+                self._check_cluster(consumer, now)
                 if self._pending.due(self._settings, now, caught_up=not got):
                     self._land_pending()
                     if on_progress:
