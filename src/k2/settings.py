@@ -183,7 +183,7 @@ class Settings:
         "Unset = SQLite in home."
     )
     catalog_lock_wait_seconds: float = Field(
-        120.0, ge=0, description="How long a SQLite catalog waits for a lock another process holds (a long write, "
+        30.0, ge=0, description="How long a SQLite catalog waits for a lock another process holds (a long write, "
         "a backup tool, a sqlite3 shell) before a commit fails."
     )
     catalog_credential: str | None = Field(
