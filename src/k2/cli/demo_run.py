@@ -18,6 +18,7 @@ from k2.kafka.admin import ensure_topics
 from k2.kafka.broker import ManagedBroker
 from k2.query.engine import QueryEngine, TimeRange
 from k2.schemas import Dataset
+from k2.schemas.lineage import generator_source
 from k2.settings import Settings
 from k2.sources.generator import DEFAULT_SYMBOLS, SYNTHETIC_EXCHANGE, generate_trades
 
@@ -56,7 +57,8 @@ def run_demo(settings: Settings, asx: bool, trades: int, seed: int) -> None:
                 day = next_demo_day(engine)
                 table = generate_trades(day, DEFAULT_SYMBOLS, trades, seed)
                 out.print(f"generated {table.num_rows:,} trades for {day} ({', '.join(DEFAULT_SYMBOLS)}), seed {seed}")
-                produce_with_progress(settings, broker.bootstrap, table)
+                produce_with_progress(settings, broker.bootstrap, table, source=generator_source(
+                    "generate_trades", day=str(day), symbols=list(DEFAULT_SYMBOLS), count=trades, seed=seed))
                 symbols = list(DEFAULT_SYMBOLS)
                 start = dt.datetime.combine(day, dt.time(), dt.UTC)
                 span = TimeRange(start, start + dt.timedelta(days=1))

@@ -24,6 +24,7 @@ def generate(
     """Generate a synthetic trading day of trades or L1 quotes (or the symbols' reference data) and produce it to
     Kafka (or write CSV with --out)."""
     from k2.schemas import Dataset
+    from k2.schemas.lineage import generator_source
     from k2.sources.generator import generate_quotes, generate_reference, generate_trades, write_generic_csv
 
     choice(dataset, ["trades", "quotes", "reference"], "--dataset")
@@ -34,9 +35,11 @@ def generate(
     names = split_symbols(symbols) or []
     if dataset == "reference":
         table = generate_reference(names, day)
+        source = generator_source("generate_reference", day=str(day), symbols=names)
     else:
         make = generate_quotes if dataset == "quotes" else generate_trades
         table = make(day, names, trades, seed)
+        source = generator_source(make.__name__, day=str(day), symbols=names, count=trades, seed=seed)
     if out is not None:
         write_generic_csv(table, str(out))
         typer.echo(f"wrote {table.num_rows:,} {dataset} for {day} to {out}")
@@ -45,7 +48,7 @@ def generate(
     from k2.kafka.broker import resolve_bootstrap
 
     settings = writer_settings(home)
-    produce_with_progress(settings, resolve_bootstrap(settings), table, Dataset(dataset))
+    produce_with_progress(settings, resolve_bootstrap(settings), table, Dataset(dataset), source)
     typer.echo(f"produced {table.num_rows:,} {dataset} for {day}")
 
 

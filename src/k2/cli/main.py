@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "query": ("query", "app", True),
     "quality": ("query", "quality", False),
     "snapshots": ("query", "query_snapshots", False),
+    "lineage": ("lineage", "lineage", False),
     "replay": ("replay", "replay", False),
     "serve": ("serve", "serve", False),
     "rollback": ("lake", "rollback", False),

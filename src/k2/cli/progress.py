@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from rich.progress import (
@@ -35,12 +37,13 @@ def _progress() -> Progress:
 
 
 def produce_with_progress(
-    settings: Settings, bootstrap: str, table: pa.Table, dataset: Dataset = Dataset.TRADES
+    settings: Settings, bootstrap: str, table: pa.Table, dataset: Dataset = Dataset.TRADES,
+    source: Mapping[str, Any] | None = None,
 ) -> DeliveryReport:
     with _progress() as bar:
         task = bar.add_task(f"produce {dataset} → Kafka", total=table.num_rows)
         return pipeline.produce_table(
-            settings, bootstrap, table, dataset, on_progress=lambda n: bar.advance(task, n)
+            settings, bootstrap, table, dataset, on_progress=lambda n: bar.advance(task, n), source=source,
         )
 
 

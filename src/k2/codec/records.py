@@ -42,7 +42,7 @@ def _from_polars(frame: pl.DataFrame) -> pa.Table:
 
 def _to_dataset(table: pa.Table, dataset: Dataset) -> pa.Table:
     """Columns in the dataset's Arrow schema (an older writer's missing optional field reads as null)."""
-    target = arrow_schema(dataset)
+    target = arrow_schema(dataset, lineage=True)
     columns = [
         table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
         for f in target

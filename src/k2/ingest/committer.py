@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
 from pyiceberg.table import Table
 
 from k2 import faults
@@ -83,15 +84,18 @@ class LakeCommitter:
         if checked is None:  # nothing decoded into a valid row: re-reading these after a crash is harmless
             return Landed(None, 0, 0)
         self._table.refresh()
-        data_files = writer.write_data_files(self._table, checked.keep) if checked.keep.num_rows else []
+        batch_id = quality.new_batch_id()  # names the snapshot, its quality rows and (landed_batch) its rows
+        rows = checked.keep
+        if rows.num_rows:
+            rows = rows.append_column("landed_batch", pa.repeat(pa.scalar(batch_id, pa.string()), rows.num_rows))
+        data_files = writer.write_data_files(self._table, rows) if rows.num_rows else []
         LAKE_FILES_WRITTEN.labels(self._dataset.value).inc(len(data_files))
-        properties: dict[str, str] = {}
+        properties = {quality.BATCH_PROPERTY: batch_id}
         quality_file = None
         if self._quality is not None and checked.quality:
-            batch_id = quality.new_batch_id()
-            rows = quality.quality_rows(self._dataset.value, batch_id, checked.quality)
-            quality_file = (batch_id, quality.write_quality_file(self._quality, rows))
-            properties = {quality.BATCH_PROPERTY: batch_id, quality.QUALITY_FILE_PROPERTY: quality_file[1].file_path}
+            counts = quality.quality_rows(self._dataset.value, batch_id, checked.quality)
+            quality_file = (batch_id, quality.write_quality_file(self._quality, counts))
+            properties[quality.QUALITY_FILE_PROPERTY] = quality_file[1].file_path
         self._crash.reach(faults.BEFORE_ICEBERG_COMMIT)
         offsets = LandedOffsets(self._cluster, self._topic, batch.next_offsets)
         committed = writer.commit_files(self._table, data_files, offsets, properties)

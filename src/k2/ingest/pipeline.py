@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
@@ -29,6 +30,7 @@ from k2.lake.quality import ensure_quality_table
 from k2.lake.sequences import NATURAL_KEYS, landed_keys, landed_ranges
 from k2.registry import registry_for
 from k2.schemas import Dataset
+from k2.schemas.lineage import file_source
 from k2.settings import Settings
 from k2.sources.csv_ticks import Layout, read_ticks
 from k2.sources.reference import read_reference
@@ -41,10 +43,14 @@ log = logging.getLogger(__name__)
 
 def produce_table(
     settings: Settings, bootstrap: str, table: pa.Table, dataset: Dataset = Dataset.TRADES,
-    chunk_rows: int = 100_000, on_progress: Progress | None = None,
+    chunk_rows: int = 100_000, on_progress: Progress | None = None, source: Mapping[str, Any] | None = None,
 ) -> DeliveryReport:
-    """Produce every row of an in-memory table; raises DeliveryError if any record was not acknowledged."""
+    """Produce every row of an in-memory table; raises DeliveryError if any record was not acknowledged.
+    `source` names where the table came from (schemas/lineage.py); each row's `source_line` is its row number in
+    the table (1-based) unless the table has its own."""
     ensure_topics(settings, bootstrap)
+    if "source_line" not in table.column_names:
+        table = table.append_column("source_line", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
 
     def attempt() -> DeliveryReport:
         def send_all(producer: TickProducer) -> None:
@@ -53,7 +59,7 @@ def produce_table(
                 if on_progress:
                     on_progress(sent)
 
-        return _produced(settings, bootstrap, send_all)
+        return _produced(settings, bootstrap, send_all, source)
 
     return _with_fresh_producers(settings, attempt)
 
@@ -70,6 +76,7 @@ def load_csv(
     if dataset not in (Dataset.TRADES, Dataset.QUOTES):
         raise ValueError(f"CSV loading supports trades and quotes, not {dataset}")
     ensure_topics(settings, bootstrap)
+    source = file_source(path, layout=layout or "detected")
 
     def attempt() -> tuple[LoadStats, DeliveryReport]:
         stats = LoadStats()  # each attempt reads the file from its start
@@ -85,7 +92,7 @@ def load_csv(
                     stats.interrupted = True
                     break
 
-        return stats, _produced(settings, bootstrap, send_all)
+        return stats, _produced(settings, bootstrap, send_all, source)
 
     return _with_fresh_producers(settings, attempt)
 
@@ -101,13 +108,15 @@ def load_reference(
         if batch.table.num_rows:
             producer.send(batch.dataset, batch.table)
 
-    report = _with_fresh_producers(settings, lambda: _produced(settings, bootstrap, send_all))
+    source = file_source(path, layout="reference")
+    report = _with_fresh_producers(settings, lambda: _produced(settings, bootstrap, send_all, source))
     return batch.dataset, batch.stats, report
 
 
-def _produced(settings: Settings, bootstrap: str, send_all: Callable[[TickProducer], None]) -> DeliveryReport:
+def _produced(settings: Settings, bootstrap: str, send_all: Callable[[TickProducer], None],
+              source: Mapping[str, Any] | None = None) -> DeliveryReport:
     """One producer sends everything, then is flushed and closed; the report is checked (DeliveryError)."""
-    producer = TickProducer(settings, bootstrap, registry_for(settings))
+    producer = TickProducer(settings, bootstrap, registry_for(settings), source)
     try:
         send_all(producer)
     except ProducerFatalError:

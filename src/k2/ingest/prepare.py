@@ -16,6 +16,7 @@ from confluent_kafka import Message
 from k2.codec.records import SchemaLookup, decode_records
 from k2.ingest.commit_policy import PendingBatch
 from k2.ingest.dedup import Checked
+from k2.ingest.lineage import ProducerBatches, with_lineage
 from k2.ingest.validate import validate
 from k2.kafka.dead_letters import DeadLetter, now_iso
 from k2.obs import tracing
@@ -71,6 +72,7 @@ class BatchPreparer:
         self._dead_letters = dead_letters
         self._deduper = deduper
         self._skew = max_future_skew
+        self._producer_batches = ProducerBatches()
 
     def reset(self) -> None:
         """Forget what is known of the lake (after a rebalance another consumer may have landed rows)."""
@@ -92,7 +94,9 @@ class BatchPreparer:
         values = [v or b"" for v in raw] if None in raw else cast(list[bytes], raw)
         decoded = decode_records(values, self._schemas, self._dataset)
         failures, batch = decoded.failures, decoded.table
+        self._producer_batches.learn(messages)
         if batch is not None:
+            batch = with_lineage(batch, messages, self._producer_batches)
             batch, invalid = validate(self._dataset, batch, self._skew)
             failures = failures + invalid
         letters = self._send_dead_letters(messages, failures)  # acknowledged before anything is committed

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import length_hint
+from typing import NoReturn
 
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -21,6 +24,7 @@ from k2.obs import tracing
 from k2.obs.metrics import PRODUCE_FAILURES, PRODUCED
 from k2.registry.base import SchemaRegistry, subject_for
 from k2.schemas import Dataset, avro_schema
+from k2.schemas.lineage import SOURCE_HEADER, ProducerBatch, new_load_id
 from k2.settings import Settings
 
 
@@ -47,9 +51,13 @@ def with_ingest_ts(table: pa.Table) -> pa.Table:
 
 
 class TickProducer:
-    """Idempotent, keyed producer of one or more datasets; call `flush()` before exit."""
+    """Idempotent, keyed producer of one or more datasets; call `flush()` before exit.
 
-    def __init__(self, settings: Settings, bootstrap: str, registry: SchemaRegistry) -> None:
+    `source` names where the rows come from (schemas/lineage.py: a file, a generator); with the load id this
+    producer draws and each batch's number, it goes with the first record of every batch (lineage)."""
+
+    def __init__(self, settings: Settings, bootstrap: str, registry: SchemaRegistry,
+                 source: Mapping[str, object] | None = None) -> None:
         self._settings = settings
         self._registry = registry
         self._report = DeliveryReport()
@@ -60,6 +68,9 @@ class TickProducer:
         self._cluster = cluster_id(bootstrap)
         self._schema_ids: dict[Dataset, int] = {}
         self._topic = ""
+        self.load_id = new_load_id()
+        self._source = dict(source or {"kind": "table"})
+        self._batch_numbers = itertools.count(1)
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         # called from librdkafka for failed records only; touches no Message method (seen raising SystemError
@@ -110,10 +121,29 @@ class TickProducer:
             table = with_ingest_ts(table)
             encoded = encode_batch(table, avro_schema(dataset), self.schema_id(dataset))
             keys = table.column("symbol").cast(pa.binary()).to_pylist()
-            self._queue(topic, encoded.values(), keys, tracing.kafka_headers())
+            values = encoded.values()
+            if values:
+                self._queue_first(topic, values[0], keys[0], self._batch_header(table))
+            self._queue(topic, values[1:], keys[1:], tracing.kafka_headers())
         self._report.queued += len(encoded)
         PRODUCED.labels(topic).inc(len(encoded))
         return len(encoded)
+
+    def _batch_header(self, table: pa.Table) -> tracing.KafkaHeaders:
+        ingest_ts = table.column("ingest_ts")[0].cast(pa.int64()).as_py()
+        batch = ProducerBatch(self.load_id, next(self._batch_numbers), ingest_ts, table.num_rows, self._source)
+        return [(SOURCE_HEADER, batch.to_json().encode()), *(tracing.kafka_headers() or [])]
+
+    def _queue_first(self, topic: str, value: bytes, key: bytes, headers: tracing.KafkaHeaders) -> None:
+        """The batch's first record, with the lineage header: only one record a batch pays for headers."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except (KafkaException, SystemError) as exc:
+                self._stop_fatally(0, exc)
 
     def _queue(self, topic: str, values: list[bytes], keys: list[bytes], headers: tracing.KafkaHeaders | None) -> None:
         """produce() every record, driven by map() so the per-record loop runs in C, not in Python bytecode."""
@@ -129,15 +159,17 @@ class TickProducer:
                 done = len(values) - length_hint(remaining) - 1
                 self._producer.poll(0.05)
             except (KafkaException, SystemError) as exc:  # fatal, e.g. the idempotent producer after a broker restart
-                done = len(values) - length_hint(remaining) - 1
-                self._report.fatal = (
-                    f"the producer stopped after queueing {self._report.queued + done:,} records "
-                    f"({self._fatal_reason() or _describe(exc)}); "
-                    "records from there on were not delivered — the broker may have restarted. Re-run the load: "
-                    "re-loading is idempotent"
-                )
-                raise ProducerFatalError(self._report.fatal) from None
+                self._stop_fatally(len(values) - length_hint(remaining) - 1, exc)
         self._producer.poll(0)  # serve delivery reports (failures only)
+
+    def _stop_fatally(self, done: int, exc: BaseException) -> NoReturn:
+        self._report.fatal = (
+            f"the producer stopped after queueing {self._report.queued + done:,} records "
+            f"({self._fatal_reason() or _describe(exc)}); "
+            "records from there on were not delivered — the broker may have restarted. Re-run the load: "
+            "re-loading is idempotent"
+        )
+        raise ProducerFatalError(self._report.fatal) from None
 
     def close(self, timeout: float = 60.0) -> DeliveryReport:
         """Flush, then release the client (its connections close now, not at garbage collection). Never raises:

@@ -99,6 +99,12 @@ def _local_midnight(day: dt.date, zone: str) -> int:
     return to_micros(dt.datetime.combine(day, dt.time(), ZoneInfo(zone)))
 
 
+def action_instant(ex_date: dt.date, zone: str) -> int:
+    """When an action takes effect (µs since the epoch): 00:00 of its ex-date in the exchange's zone; a tick
+    before it is adjusted for it."""
+    return _local_midnight(ex_date, zone)
+
+
 def _events(actions: pa.Table, symbol: str, mode: Adjust, zone: str,
             close_before: Callable[[str, dt.datetime], Decimal | None]) -> list[tuple[int, float, float]]:
     """(effective instant, price factor, volume factor) of the symbol's actions."""

@@ -30,7 +30,7 @@ from k2.query.aggregate import Rolled, micros_array, partial_step, price_array, 
 from k2.query.asof import asof_join, quoted_late
 from k2.query.duck import Duck
 from k2.query.plan import Plan, Planner, to_micros
-from k2.query.reader import Reader, conform, where
+from k2.query.reader import TICK_COLUMNS, Reader, conform, where
 from k2.query.sessions import Zones, session_days
 from k2.query.stored import StoredBars
 from k2.query.tier import HotTier
@@ -282,7 +282,8 @@ class QueryEngine:
             return arrow_schema(dataset).empty_table()
         clauses, params = where(symbols, None, None)
         order = "valid_from" if dataset is Dataset.REFERENCE else "ex_date"
-        sql = (f"SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) WHERE {clauses} "
+        sql = (f"SELECT {TICK_COLUMNS} FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+               f"WHERE {clauses} "
                f"ORDER BY symbol, {order}")
         local = [readable(p) for p in plan.paths]
         with self._cursor() as con:
@@ -358,7 +359,7 @@ class QueryEngine:
         plan = self._plan(Dataset.TRADES, symbols, span, snapshot_id, as_of)
         local = [readable(p) for p in plan.paths]
         clauses, where_params = where(symbols, span.start, span.end)
-        source = ("(SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+        source = (f"(SELECT {TICK_COLUMNS} FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                   f"WHERE {clauses}) AS ticks")
         with self._cursor() as con:
             if not local:  # an empty relation of the right columns

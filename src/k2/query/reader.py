@@ -21,6 +21,11 @@ from k2.query.aggregate import partial_step
 from k2.query.duck import Duck
 from k2.query.plan import Plan, to_micros
 from k2.query.tier import HotFile, HotTier
+from k2.schemas import LINEAGE_COLUMNS
+
+# every column but the lineage ones (DuckDB resolves this to a plain projection, and it holds for files that
+# predate those columns, where naming them would fail)
+TICK_COLUMNS = "COLUMNS(c -> c NOT IN ({}))".format(", ".join(f"'{name}'" for name in LINEAGE_COLUMNS))
 
 
 class Reader:
@@ -141,7 +146,7 @@ class Reader:
     def _last_cold(self, paths: list[str], symbols: list[str] | None, end: dt.datetime,
                    schema: pa.Schema) -> pa.Table:
         clauses, params = where(symbols, None, end)
-        sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+        sql = (f"SELECT {TICK_COLUMNS} FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                f"WHERE {clauses} "
                "QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC, sequence DESC) = 1")
         with self._duck.cursor() as con:
@@ -151,7 +156,7 @@ class Reader:
     def _read_cold(self, paths: list[str], symbols: list[str] | None, start: dt.datetime | None,
                    end: dt.datetime | None) -> pa.Table:
         clauses, params = where(symbols, start, end)
-        sql = ("SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+        sql = (f"SELECT {TICK_COLUMNS} FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
                f"WHERE {clauses} ORDER BY symbol, ts, sequence")
         local = [readable(p) for p in paths]
         with self._duck.cursor() as con:  # a cursor per query: threads may share the engine

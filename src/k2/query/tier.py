@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from k2.arrow_util import micros, symbol_runs
 from k2.lake.fileio import open_input
 from k2.lake.partials import MINUTE_US, Partials, coarsen, minute_partials
-from k2.schemas import SORT_COLUMNS
+from k2.schemas import LINEAGE_COLUMNS, SORT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,8 @@ class HotTier:
     def _load(self, path: str, layout: FileLayout, row_groups: list[int]) -> dict[int, HotFile]:
         """Decode `row_groups` of `path` in one read, one HotFile each, and keep them (least recently used out)."""
         with open_input(path) as stream:
-            table = pq.ParquetFile(stream, metadata=layout.metadata).read_row_groups(row_groups)
+            columns = [name for name in layout.metadata.schema.names if name not in LINEAGE_COLUMNS]
+            table = pq.ParquetFile(stream, metadata=layout.metadata).read_row_groups(row_groups, columns=columns)
         loaded: dict[int, HotFile] = {}
         offset = 0
         for i in row_groups:

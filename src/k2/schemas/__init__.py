@@ -17,6 +17,19 @@ AvroSchema = dict[str, Any]
 # Rows are sorted this way before every write, and compaction keeps it: one symbol's ticks are contiguous.
 SORT_COLUMNS = ("symbol", "ts", "sequence")
 
+# Lake-only columns of every table, filled by the ingest, not by producers (docs/decisions/0023-lineage.md): the
+# producer batch a row came in (JSON naming its load and source), the Kafka record it was read from, and the
+# landing batch (the data snapshot's `k2.batch` property). The query API leaves them out of tick results.
+LINEAGE_FIELDS = (
+    ("source_batch", pa.string(), "The producer batch: JSON with its load id, batch number and source."),
+    ("kafka_partition", pa.int32(), "The Kafka partition the row was read from."),
+    ("kafka_offset", pa.int64(), "The Kafka offset the row was read from."),
+    ("landed_batch", pa.string(), "The ingest batch that landed the row (its data snapshot's k2.batch)."),
+)
+# every lineage column: the producer's `source_line` (an Avro field) and the lake-only ones; tick answers and the
+# query engine's hot tier leave them out
+LINEAGE_COLUMNS = ("source_line", *(name for name, _, _ in LINEAGE_FIELDS))
+
 
 class Dataset(StrEnum):
     """The kinds of record K2 lands; each has its own topic, Avro subject and Iceberg table."""
@@ -30,10 +43,10 @@ class Dataset(StrEnum):
 # Every version a dataset has had, oldest first; the last one is what K2 writes. Each version may only add
 # optional fields with defaults (backward compatible: readers of the new version read old records).
 _AVSC_FILES = {
-    Dataset.TRADES: ("trade_v1.avsc", "trade_v2.avsc"),
-    Dataset.QUOTES: ("quote_v1.avsc",),
-    Dataset.REFERENCE: ("reference_v1.avsc", "reference_v2.avsc"),
-    Dataset.CORPORATE_ACTIONS: ("corporate_action_v1.avsc",),
+    Dataset.TRADES: ("trade_v1.avsc", "trade_v2.avsc", "trade_v3.avsc"),
+    Dataset.QUOTES: ("quote_v1.avsc", "quote_v2.avsc"),
+    Dataset.REFERENCE: ("reference_v1.avsc", "reference_v2.avsc", "reference_v3.avsc"),
+    Dataset.CORPORATE_ACTIONS: ("corporate_action_v1.avsc", "corporate_action_v2.avsc"),
 }
 
 
@@ -138,11 +151,14 @@ def _arrow_type(info: FieldInfo) -> pa.DataType:
 
 
 @cache
-def arrow_schema(dataset: Dataset) -> pa.Schema:
+def arrow_schema(dataset: Dataset, lineage: bool = False) -> pa.Schema:
     """The Arrow schema rows of a dataset have on their way into and out of the lake: the types, nullability and
-    field ids (`PARQUET:field_id`, declaration order) the Iceberg schema gives, without importing pyiceberg."""
+    field ids (`PARQUET:field_id`, declaration order) the Iceberg schema gives, without importing pyiceberg.
+    Without `lineage`, the record's fields as queries answer them (no `source_line`)."""
     fields = []
     for field_id, info in enumerate(field_infos(avro_schema(dataset)), start=1):
+        if not lineage and info.name in LINEAGE_COLUMNS:
+            continue
         metadata = ({"doc": info.doc} if info.doc else {}) | {"PARQUET:field_id": str(field_id)}
         fields.append(pa.field(info.name, _arrow_type(info), nullable=info.nullable, metadata=metadata))
     return pa.schema(fields)

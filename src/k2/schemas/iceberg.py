@@ -14,7 +14,9 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from k2.schemas import Dataset, FieldInfo, avro_schema, field_infos
+from k2.schemas import LINEAGE_FIELDS, Dataset, FieldInfo, avro_schema, field_infos
+
+_LINEAGE_TYPES: dict[str, IcebergType] = {"string": StringType(), "int32": IntegerType(), "int64": LongType()}
 
 
 def _iceberg_type(info: FieldInfo) -> IcebergType:
@@ -35,9 +37,14 @@ def _iceberg_type(info: FieldInfo) -> IcebergType:
 
 
 def iceberg_schema(dataset: Dataset, version: int | None = None) -> Schema:
-    """The Iceberg schema derived from the dataset's Avro schema (field ids in declaration order)."""
+    """The Iceberg schema derived from the dataset's Avro schema (field ids in declaration order), then the
+    lake-only lineage columns (optional)."""
     fields = [
         NestedField(i, info.name, _iceberg_type(info), required=not info.nullable, doc=info.doc or None)
         for i, info in enumerate(field_infos(avro_schema(dataset, version)), start=1)
+    ]
+    fields += [
+        NestedField(len(fields) + i, name, _LINEAGE_TYPES[str(arrow_type)], required=False, doc=doc)
+        for i, (name, arrow_type, doc) in enumerate(LINEAGE_FIELDS, start=1)
     ]
     return Schema(*fields)

@@ -364,7 +364,7 @@ def read_ticks(
         frame = _bounded(frame, dataset)
         bad = frame.filter(pl.col("_reason").is_not_null()).select("_line", "_reason")
         stats.rejected.extend(RejectedRow(int(line), str(reason)) for line, reason in bad.iter_rows())
-        good = frame.filter(pl.col("_reason").is_null()).select(spec.output)
+        good = frame.filter(pl.col("_reason").is_null()).select(*spec.output, source_line=pl.col("_line"))
         stats.rows_valid += good.height
         if good.height:
             yield good.to_arrow()

@@ -96,7 +96,7 @@ def write_generic_csv(table: pa.Table, path: str) -> None:
     frame = frame.with_columns(
         pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") for c in ("ts", "valid_from") if c in frame.columns
     )
-    frame.drop([c for c in ("ingest_ts",) if c in frame.columns]).write_csv(path)
+    frame.drop([c for c in ("ingest_ts", "source_line") if c in frame.columns]).write_csv(path)
 
 
 def generate_quotes(

@@ -87,6 +87,7 @@ def _asx_instruments(frame: pl.DataFrame, exchange: str, stats: LoadStats) -> pa
         isin=pl.col("isin"), currency=pl.lit("AUD"), lot_size=pl.lit(1, pl.Int64),
         tick_size=pl.lit(None, pl.Decimal(18, 8)), listing_status=pl.lit("LISTED"), valid_from=valid_from,
         timezone=pl.lit(ASX_TIMEZONE),
+        source_line=pl.col("_line"),
     ).to_arrow()
 
 
@@ -119,6 +120,7 @@ def _generic_instruments(frame: pl.DataFrame, exchange: str, stats: LoadStats) -
         isin=pl.when(pl.col("isin").fill_null("").str.strip_chars() == "").then(None).otherwise(pl.col("isin")),
         currency="currency", lot_size="_lot", tick_size="_tick", listing_status="_status",
         valid_from="_from", timezone="_zone",
+        source_line=pl.col("_line"),
     ).to_arrow()
 
 
@@ -149,6 +151,7 @@ def _asx_actions(frame: pl.DataFrame, action: str, exchange: str, symbols: dict[
         gross_amount=pl.col("_gross") if dividend else none_money,
         currency=pl.col("currency_type") if dividend else pl.lit(None, pl.String),
         ratio=pl.lit(None, pl.String) if dividend else pl.col("ratio"),
+        source_line=pl.col("_line"),
     ).to_arrow()
 
 
