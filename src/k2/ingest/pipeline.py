@@ -150,9 +150,16 @@ def _checked(report: DeliveryReport) -> DeliveryReport:
     if report.fatal:
         raise ProducerFatalError(report.fatal)
     if report.failed:
+        advice = ""
+        if any("Invalid timestamp" in e or "failed to validate record" in e for e in report.errors):
+            advice = (". The broker refused the records as invalid; most often their timestamps: this host's clock "
+                      "is off from the broker's by more than the topic allows (Kafka 4: an hour ahead). K2 creates "
+                      "its topics with message.timestamp.type=LogAppendTime, which takes the producer's clock out "
+                      "of it: set that on this topic (kafka-configs --alter --add-config "
+                      "message.timestamp.type=LogAppendTime), or fix the clock")
         raise DeliveryError(
             f"{report.failed} of {report.queued} records were not delivered ({report.delivered} were): "
-            + "; ".join(report.errors[:5])
+            + "; ".join(report.errors[:5]) + advice
         )
     return report
 

@@ -33,12 +33,18 @@ def wait_for_kafka(bootstrap: str, timeout: float) -> AdminClient:
     return admin
 
 
+# The broker stamps each record's timestamp when it appends it: a producer host whose clock is off cannot have its
+# records refused (Kafka 4 refuses CreateTime more than an hour ahead of its own clock) or aged out by time-based
+# retention (a clock days behind). The producer's own time is in each record's ingest_ts (decision 0022).
+TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
+
 def ensure_topics(settings: Settings, bootstrap: str, timeout: float = 15.0) -> None:
     """Create the K2 topics if they do not exist (idempotent)."""
     admin = wait_for_kafka(bootstrap, settings.kafka_connect_timeout_seconds)
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [topic_for(settings, d) for d in Dataset] + [settings.topic_dlq]
-    new = [NewTopic(t, settings.topic_partitions, 1) for t in wanted if t not in existing]
+    new = [NewTopic(t, settings.topic_partitions, 1, config=TOPIC_CONFIG) for t in wanted if t not in existing]
     if not new:
         return
     for topic, future in admin.create_topics(new, operation_timeout=timeout).items():
