@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from k2.errors import BrokerError
@@ -21,18 +22,6 @@ from k2.filelock import exclusive
 
 LOG4J_BINDING = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.5")
 _COMPLETE = ".complete"
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>k2</groupId><artifactId>kafka-broker-libs</artifactId><version>1</version><packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version>
-    </dependency>
-    <dependency><groupId>{binding[0]}</groupId><artifactId>{binding[1]}</artifactId><version>{binding[2]}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
 
 # everything to a file under the broker's data dir, nothing to stdout; log4j's own shutdown hook off, or Kafka's
 # last shutdown lines are lost
@@ -93,25 +82,39 @@ def fetch(dist: Path, version: str, maven: str | None = None) -> Path:
 def _fetch(dist: Path, version: str, maven: str | None) -> Path:
     if installed(dist, version):
         return dist
+    copy_dependencies(dist, "kafka-broker-libs", [("org.apache.kafka", "kafka_2.13", version), LOG4J_BINDING], maven)
+    (dist / "log4j2.xml").write_text(_LOG4J)
+    (dist / _COMPLETE).write_text(version)
+    return dist
+
+
+def copy_dependencies(dist: Path, name: str, artifacts: Sequence[tuple[str, str, str]],
+                      maven: str | None = None) -> None:
+    """Resolve `artifacts` ((group, artifact, version), with their runtime dependencies) with Maven into
+    `dist`/libs, replacing it whole, through a pom `name` written there (the caller holds the lock)."""
+    what = ":".join(artifacts[0])
     maven = maven or shutil.which("mvn")
     if maven is None:
-        raise BrokerError("fetching Apache Kafka needs Maven (`mvn` on PATH; Debian: apt-get install maven) and "
-                          "a Java 17+ runtime")
+        raise BrokerError(f"fetching {what} needs Maven (`mvn` on PATH; Debian: apt-get install maven) and a Java "
+                          "17+ runtime")
     java_binary()  # fail before a download that cannot run
+    dist = dist.resolve()  # Maven runs in `dist`: a relative output directory would land inside it
     dist.mkdir(parents=True, exist_ok=True)
-    (dist / "pom.xml").write_text(_POM.format(version=version, binding=LOG4J_BINDING))
+    dependencies = "".join(f"\n    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+                           f"<version>{version}</version></dependency>" for group, artifact, version in artifacts)
+    (dist / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0">\n  <modelVersion>4.0.0</modelVersion>\n'
+        f"  <groupId>k2</groupId><artifactId>{name}</artifactId><version>1</version><packaging>pom</packaging>\n"
+        f"  <dependencies>{dependencies}\n  </dependencies>\n</project>\n")
     staging = dist / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     done = subprocess.run([maven, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
                           cwd=dist, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-12:]
-        raise BrokerError(f"Maven could not fetch org.apache.kafka:kafka_2.13:{version}:\n" + "\n".join(tail))
+        raise BrokerError(f"Maven could not fetch {what}:\n" + "\n".join(tail))
     shutil.rmtree(dist / "libs", ignore_errors=True)
     staging.rename(dist / "libs")
-    (dist / "log4j2.xml").write_text(_LOG4J)
-    (dist / _COMPLETE).write_text(version)
-    return dist
 
 
 def size_bytes(dist: Path) -> int:
