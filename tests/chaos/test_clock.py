@@ -1,15 +1,15 @@
 """Chaos: the producer's host clock is wrong — three hours ahead for one load, two days behind for the next — while
 `k2 ingest` runs on a host with the right time.
 
-The skew is given to the `k2 load` process alone: a `sitecustomize` module on its PYTHONPATH moves Python's wall
-clock (`time.time`, `time.time_ns`), which is where K2's producer reads the time it puts in each record's
-`ingest_ts` and Kafka timestamp. (libfaketime, which would move the whole process's clock, hangs librdkafka here:
-its timed waits never return; decision 0022.)
+A host's clock reaches K2 in two places, and the drill skews both: the `ingest_ts` K2's producer stamps (the
+`k2 load` process runs with a `sitecustomize` module on its PYTHONPATH that moves Python's wall clock), and the
+Kafka timestamp of each record (librdkafka's own clock, which no Python module moves: a plain client sends records
+with the skewed timestamps into the same topic). libfaketime, which would move the whole process's clock, hangs
+librdkafka here: its timed waits never return (decision 0022).
 
-What it proves: on real Kafka a producer an hour or more ahead has its records refused (`INVALID_TIMESTAMP`) unless
-the topic takes the broker's time (`LogAppendTime`), which K2 sets on the topics it creates; with it every tick
-lands once, with exact quality counts, and each record's Kafka timestamp is the broker's while `ingest_ts` keeps
-the producer's.
+What it proves: on real Kafka a producer an hour or more ahead has its records refused unless the topic takes the
+broker's time (`LogAppendTime`), which K2 sets on the topics it creates; with it every tick lands once, with exact
+quality counts, each record's Kafka timestamp is the broker's, and `ingest_ts` keeps the producer's.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from k2.errors import DeliveryError
 from k2.kafka.admin import ensure_topics
 from k2.query.engine import QueryEngine
 from k2.settings import Settings
@@ -81,6 +82,28 @@ def _record_timestamps(settings: Settings) -> list[tuple[int, int]]:
     return stamps
 
 
+def _send_skewed(settings: Settings, rows: pa.Table, skew: float) -> list[str]:
+    """`rows` as K2 encodes them, sent by a plain client whose record timestamps are `skew` seconds off; the
+    broker's errors, if any."""
+    from k2.codec.encoder import encode_batch
+    from k2.kafka.producer import with_ingest_ts
+    from k2.registry import registry_for
+    from k2.registry.base import subject_for
+    from k2.schemas import Dataset, avro_schema
+
+    schema_id = registry_for(settings).register(subject_for(settings.topic_trades), avro_schema(Dataset.TRADES))
+    rows = with_ingest_ts(rows).append_column("source_line", pa.array(range(1, rows.num_rows + 1), pa.int64()))
+    values = encode_batch(rows, avro_schema(Dataset.TRADES), schema_id).values()
+    errors: list[str] = []
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    stamp = int((time.time() + skew) * 1000)
+    for value, symbol in zip(values, rows["symbol"].to_pylist(), strict=True):
+        producer.produce(settings.topic_trades, value, symbol.encode(), timestamp=stamp,
+                         on_delivery=lambda error, _: errors.append(error.str()) if error else None)
+    producer.flush(60)
+    return errors
+
+
 def test_a_producer_clock_hours_ahead_or_days_behind_loses_nothing(kafka_settings: Settings,
                                                                    tmp_path: Path) -> None:
     settings = kafka_settings
@@ -95,8 +118,11 @@ def test_a_producer_clock_hours_ahead_or_days_behind_loses_nothing(kafka_setting
         loaded = _load_with_skew(settings, path, skew, tmp_path)
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
         produced.append(rows)
-    landed_in = wait_for(lambda: landed_rows(settings) >= 6_000, 120, "every row landed", ingest)
-    wait_for(lambda: sum(q["landed"] for q in QueryEngine(settings).quality().to_pylist()) == 6_000, 60,
+    skewed = trades(3, 2_000)  # record timestamps 3 h ahead, as a skewed host's client stamps them
+    assert _send_skewed(settings, skewed, AHEAD) == []
+    produced.append(skewed)
+    landed_in = wait_for(lambda: landed_rows(settings) >= 8_000, 120, "every row landed", ingest)
+    wait_for(lambda: sum(q["landed"] for q in QueryEngine(settings).quality().to_pylist()) == 8_000, 60,
              "the last batch's quality counts recorded", ingest)  # they follow the commit
     ingest.terminate()  # it would wait for more: SIGTERM lands what it holds and exits
     _, err = ingest.communicate(timeout=120)
@@ -106,32 +132,35 @@ def test_a_producer_clock_hours_ahead_or_days_behind_loses_nothing(kafka_setting
 
     # each row's ingest_ts is the producer's own clock: 3 h ahead for phase 1, 2 days behind for phase 2
     lake = QueryEngine(settings).trades(limit=None).to_pylist()
-    first_day = produced[0]["ts"][0].as_py().date()
-    offsets = {day: [r["ingest_ts"].timestamp() - started for r in lake if (r["ts"].date() == first_day) == day]
-               for day in (True, False)}
-    assert all(AHEAD - 60 < s < AHEAD + 600 for s in offsets[True])
-    assert all(BEHIND - 60 < s < BEHIND + 600 for s in offsets[False])
+    days = [table["ts"][0].as_py().date() for table in produced]
+    offsets = [[r["ingest_ts"].timestamp() - started for r in lake if r["ts"].date() == day] for day in days[:2]]
+    assert offsets[0] and all(AHEAD - 60 < s < AHEAD + 600 for s in offsets[0])
+    assert offsets[1] and all(BEHIND - 60 < s < BEHIND + 600 for s in offsets[1])
     stamps = _record_timestamps(settings)
     if settings.broker != "tansu":  # Tansu keeps the producer's timestamp whatever the topic says
         assert {kind for kind, _ in stamps} == {2}  # LogAppendTime: the broker's clock
         assert all(abs(ms / 1000 - started) < 600 for _, ms in stamps)
 
 
-def test_a_topic_on_producer_time_refuses_a_clock_ahead_on_kafka_with_advice(kafka_settings: Settings,
-                                                                            tmp_path: Path) -> None:
+def test_a_topic_on_producer_time_refuses_a_clock_ahead_on_kafka_and_k2_says_why(kafka_settings: Settings) -> None:
     """The failure the topic setting prevents, on the reference broker: a topic someone else created with the
-    default CreateTime refuses every record of a producer three hours ahead, and the load says why and what to do.
-    Tansu and noida-db enforce no such window (a quirk: there the load goes through)."""
+    default CreateTime refuses every record of a producer three hours ahead; K2's load error, given the broker's
+    own answer, names the clock and the fix. Tansu and noida-db enforce no such window (a quirk: there it goes
+    through)."""
+    from k2.ingest.pipeline import _checked
+    from k2.kafka.producer import DeliveryReport
+
     admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap})
     for future in admin.create_topics([NewTopic(kafka_settings.topic_trades, 2, 1)]).values():
         future.result(30)
-    path = tmp_path / "ahead.csv"
-    write_generic_csv(trades(1, 500), str(path))
-    loaded = _load_with_skew(kafka_settings, path, AHEAD, tmp_path)
-    assert "Traceback" not in loaded.stderr
+    errors = _send_skewed(kafka_settings, trades(1, 200), AHEAD)
     if kafka_settings.broker != "kafka":
-        assert loaded.returncode == 0, loaded.stderr
+        assert errors == []
         return
-    assert loaded.returncode != 0
-    assert "500 of 500 records were not delivered" in loaded.stderr, loaded.stderr
-    assert "clock" in loaded.stderr and "message.timestamp.type=LogAppendTime" in loaded.stderr, loaded.stderr
+    assert len(errors) == 200
+    with pytest.raises(DeliveryError) as refused:
+        _checked(DeliveryReport(queued=200, failed=200, errors=[f"{kafka_settings.topic_trades}: {e}"
+                                                                 for e in errors[:20]]))
+    message = str(refused.value)
+    assert "200 of 200 records were not delivered" in message
+    assert "clock" in message and "message.timestamp.type=LogAppendTime" in message, message

@@ -354,7 +354,9 @@ class LakeIngestor:
                     if on_progress:
                         on_progress(self.report)
                 if self._assigned_at is None:
-                    if now - self._unassigned_since > assignment_limit:
+                    if self._broker_down_since is not None:  # an outage is timed by _check_broker, on its own limit
+                        self._unassigned_since = now
+                    elif now - self._unassigned_since > assignment_limit:
                         raise NoPartitionsAssignedError(
                             f"no partitions of {self._topic} were assigned within {assignment_limit:.0f}s "
                             f"(group {self._settings.consumer_group!r}: is another consumer holding them, or is the "
