@@ -65,8 +65,11 @@ def _print(found: Lineage, indent: str = "") -> None:
         params = ", ".join(f"{k}={v}" for k, v in source.items() if k not in ("kind", "generator"))
         origin = f"generator {source.get('generator')}({params}) row {found.source_line}"
         version = ""
+    elif found.source_line is None and found.offset is None:
+        origin = "not recorded: the row landed before K2 recorded lineage"
+        version = ""
     else:
-        origin = f"{source.get('kind', 'an unrecorded source')} row {found.source_line}"
+        origin = f"{source.get('kind', 'an unnamed source')} row {found.source_line}"
         version = ""
     out.print(f"{indent}  came from   {origin}")
     if version:

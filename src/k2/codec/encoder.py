@@ -40,8 +40,10 @@ def _piece(data: U8, lengths: I64) -> Piece:
     return pa.Array.from_buffers(pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> Piece:
-    """Avro zigzag varints of int64 values; rows where `present` is False get zero bytes."""
+def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None, branch: bool = False) -> Piece:
+    """Avro zigzag varints of int64 values; rows where `present` is False get zero bytes. With `branch`, each row
+    is first given its union branch of ["null", T] (one byte: 0 null, 2 = zigzag(1) a value) in the same piece: one
+    piece less for the row join to concatenate."""
     zigzag = ((values << 1) ^ (values >> 63)).astype(np.uint64)
     nbytes = np.ones(len(values), dtype=np.int64)
     for group in range(1, _MAX_VARINT_BYTES):
@@ -54,7 +56,7 @@ def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> Piece
         groups = ((zigzag[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
         position = np.arange(width)[None, :]
         groups[position < (nbytes[:, None] - 1)] |= 0x80
-        return _piece(groups[position < nbytes[:, None]], nbytes)
+        return _with_branch(groups, nbytes, present) if branch else _piece(groups[position < nbytes[:, None]], nbytes)
     # every varint fits one 8-byte word: spread its 7-bit groups over the bytes, set the continuation bits
     word = zigzag
     for mask, shift in _SPREAD_STEPS:
@@ -62,7 +64,20 @@ def _varints(values: I64, present: npt.NDArray[np.bool_] | None = None) -> Piece
     continued = np.maximum(nbytes - 1, 0).astype(np.uint64) * np.uint64(8)
     word |= ((np.uint64(1) << continued) - np.uint64(1)) & _CONTINUATION
     matrix = word.astype("<u8").view(np.uint8).reshape(-1, 8)
+    if branch:
+        return _with_branch(matrix, nbytes, present)
     return _piece(matrix[np.arange(8)[None, :] < nbytes[:, None]], nbytes)
+
+
+def _with_branch(matrix: npt.NDArray[np.uint8], nbytes: I64, present: npt.NDArray[np.bool_] | None) -> Piece:
+    """Rows of varint bytes (`nbytes` used of each) behind their union branch byte."""
+    rows, width = matrix.shape
+    valid = np.ones(rows, dtype=bool) if present is None else present
+    joined = np.empty((rows, width + 1), dtype=np.uint8)
+    joined[:, 0] = np.where(valid, 2, 0)
+    joined[:, 1:] = matrix
+    lengths = nbytes + 1
+    return _piece(joined[np.arange(width + 1)[None, :] < lengths[:, None]], lengths)
 
 
 def _string_pieces(column: pa.Array, present: npt.NDArray[np.bool_] | None) -> list[Piece]:
@@ -98,10 +113,18 @@ def _enum_indices(column: pa.Array, info: FieldInfo) -> I64:
     return indices_np
 
 
-def _field_pieces(column: pa.Array, info: FieldInfo) -> list[Piece]:
+_NULL_BRANCH = pa.scalar(b"\x00", pa.large_binary())  # ["null", T] with null: the branch alone
+
+
+def _field_pieces(column: pa.Array, info: FieldInfo) -> list[Piece | pa.Scalar]:
     rows = len(column)
-    pieces: list[Piece] = []
+    pieces: list[Piece | pa.Scalar] = []
     present = None
+    if info.nullable and column.null_count == rows:
+        return [_NULL_BRANCH]  # one scalar, not a piece per row: the row join repeats it for free
+    if info.nullable and info.kind in ("long", "int", "timestamp", "date"):
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        return [_varints(_int64_values(column, info), present, branch=True)]
     if info.nullable:
         present = column.is_valid().to_numpy(zero_copy_only=False)
         pieces.append(_varints(present.astype(np.int64)))  # union branch 0 = null, 1 = value
