@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -90,6 +91,13 @@ def test_every_row_traces_to_its_line_record_batch_and_snapshot(kafka_settings: 
 
     rows = _lake_rows(settings)
     assert len(rows) == 2_000
+    # the ingest holds the batch columns dictionary-encoded; the files must not say so (every file of a table reads
+    # back with the same types, or a compaction or a pyiceberg scan mixing older files fails)
+    table = ensure_table(open_catalog(settings), settings, Dataset.TRADES)
+    for task in table.scan().plan_files():
+        schema = pq.read_schema(readable(task.file.file_path))
+        plain = schema.field("exchange").type
+        assert schema.field("source_batch").type == schema.field("landed_batch").type == plain, schema
     records = _records(settings, settings.topic_trades)
     # a row read before the record that names its batch has no source_batch; a sibling of the batch has it
     named = {r["ingest_ts"]: ProducerBatch.from_json(r["source_batch"]) for r in rows if r["source_batch"]}

@@ -12,9 +12,12 @@ from k2.settings import Settings
 
 @dataclass
 class PendingBatch:
-    """Records consumed since the last landing, with the next offset to read per partition."""
+    """Records consumed since the last landing, with each one's partition and offset (lineage columns) and the next
+    offset to read per partition."""
 
     messages: list[Message] = field(default_factory=list)
+    partitions: list[int | None] = field(default_factory=list)  # None only on error events, never added
+    offsets: list[int | None] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
     since: float = field(default_factory=time.monotonic)  # when the first of these messages arrived
 
@@ -24,7 +27,11 @@ class PendingBatch:
             self.since = time.monotonic()  # the oldest row's wait starts now
         self.messages.extend(messages)
         # map() over the C accessors: no Python bytecode per record on the hot path; the last offset per partition wins
-        last = dict(zip(map(Message.partition, messages), map(Message.offset, messages), strict=True))
+        partitions = list(map(Message.partition, messages))
+        offsets = list(map(Message.offset, messages))
+        self.partitions.extend(partitions)
+        self.offsets.extend(offsets)
+        last = dict(zip(partitions, offsets, strict=True))
         for partition, offset in last.items():
             self.next_offsets[partition or 0] = (offset or 0) + 1
 

@@ -87,7 +87,9 @@ class LakeCommitter:
         batch_id = quality.new_batch_id()  # names the snapshot, its quality rows and (landed_batch) its rows
         rows = checked.keep
         if rows.num_rows:
-            rows = rows.append_column("landed_batch", pa.repeat(pa.scalar(batch_id, pa.string()), rows.num_rows))
+            # one dictionary entry: the writer's sort moves indices, not the id (see writer.conform)
+            landed = pa.DictionaryArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), rows.num_rows), [batch_id])
+            rows = rows.append_column("landed_batch", landed)
         data_files = writer.write_data_files(self._table, rows) if rows.num_rows else []
         LAKE_FILES_WRITTEN.labels(self._dataset.value).inc(len(data_files))
         properties = {quality.BATCH_PROPERTY: batch_id}

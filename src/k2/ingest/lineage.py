@@ -1,8 +1,9 @@
 """The lineage columns of a consumed batch (docs/decisions/0023-lineage.md): the Kafka partition and offset each
 row was read from, and the producer batch that sent it (from the `k2-source` header its first record carries).
 
-All vectorised: the offsets come from map() over the C accessors, the producer batch of each row is found by its
-`ingest_ts` (one value per producer batch) with one `index_in` over the batch's few distinct values.
+All vectorised: the partitions and offsets are the ones the consumer mapped from the C accessors (once, in
+`PendingBatch.add`); the producer batch of each row is found by its `ingest_ts` (one value per producer batch) with
+one `index_in` over the batch's few distinct values.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 from confluent_kafka import Message
 
 from k2.codec.records import MESSAGE_INDEX
+from k2.ingest.commit_policy import PendingBatch
 from k2.schemas.lineage import SOURCE_HEADER, ProducerBatch
 
 log = logging.getLogger(__name__)
@@ -47,20 +49,24 @@ class ProducerBatches:
         while len(self._by_ingest_ts) > self._limit:
             self._by_ingest_ts.popitem(last=False)
 
-    def column(self, ingest_ts: pa.ChunkedArray | pa.Array) -> pa.Array:
+    def column(self, ingest_ts: pa.ChunkedArray | pa.Array) -> pa.DictionaryArray:
         """Each row's producer batch (JSON), null where its batch was not seen named (e.g. a consumer that started
         after the batch's first record: another row of the same batch holds it)."""
         stamps = pc.cast(ingest_ts, pa.int64())
+        if isinstance(stamps, pa.ChunkedArray):
+            stamps = stamps.combine_chunks()
         distinct = pc.unique(stamps)
         described = pa.array([self._by_ingest_ts.get(v) for v in distinct.to_pylist()], pa.string())
-        return described.take(pc.index_in(stamps, value_set=distinct))
+        # dictionary-encoded: validation, de-duplication and the writer's sort move 4-byte indices, not the JSON,
+        # and Parquet writes the dictionary as it is
+        return pa.DictionaryArray.from_arrays(pc.index_in(stamps, value_set=distinct), described)
 
 
-def with_lineage(table: pa.Table, messages: list[Message], batches: ProducerBatches) -> pa.Table:
-    """`table` (decoded rows, with their message index) plus source_batch, kafka_partition and kafka_offset."""
+def with_lineage(table: pa.Table, pending: PendingBatch, batches: ProducerBatches) -> pa.Table:
+    """`table` (decoded rows, with their message index in `pending`) plus source_batch, kafka_partition and
+    kafka_offset."""
     index = table.column(MESSAGE_INDEX)
-    count = len(messages)
-    partitions = pa.array(np.fromiter(map(Message.partition, messages), np.int32, count)).take(index)
-    offsets = pa.array(np.fromiter(map(Message.offset, messages), np.int64, count)).take(index)
+    partitions = pa.array(np.array(pending.partitions, np.int32)).take(index)
+    offsets = pa.array(np.array(pending.offsets, np.int64)).take(index)
     table = table.append_column("source_batch", batches.column(table.column("ingest_ts")))
     return table.append_column("kafka_partition", partitions).append_column("kafka_offset", offsets)

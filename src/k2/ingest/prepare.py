@@ -96,7 +96,7 @@ class BatchPreparer:
         failures, batch = decoded.failures, decoded.table
         self._producer_batches.learn(messages)
         if batch is not None:
-            batch = with_lineage(batch, messages, self._producer_batches)
+            batch = with_lineage(batch, pending, self._producer_batches)
             batch, invalid = validate(self._dataset, batch, self._skew)
             failures = failures + invalid
         letters = self._send_dead_letters(messages, failures)  # acknowledged before anything is committed

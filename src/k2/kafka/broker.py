@@ -111,8 +111,9 @@ def _state_file(settings: Settings) -> Path:
     return settings.broker_dir / "broker.json"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGKILL it when the parent dies, so no broker outlives a crash."""
+def die_with_parent_signal() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when the parent dies, so no child K2 starts (a broker,
+    MirrorMaker) outlives a crash."""
     import ctypes
 
     pr_set_pdeathsig = 1
@@ -135,7 +136,7 @@ def start_broker(
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent if die_with_parent else None,
+        preexec_fn=die_with_parent_signal if die_with_parent else None,
     )
     log.close()
     deadline = time.monotonic() + timeout

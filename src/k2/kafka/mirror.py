@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from k2.errors import BrokerError
 from k2.filelock import exclusive
-from k2.kafka.broker import _die_with_parent
+from k2.kafka.broker import die_with_parent_signal
 from k2.kafka.config import client_config
 from k2.kafka.distribution import LOG4J_BINDING, copy_dependencies, java_binary
 
@@ -194,7 +194,8 @@ def start(dist: Path, config: Path, log: Path, clusters: Sequence[str] = (), jvm
         command += ["--clusters", *clusters]
     with open(log.with_suffix(".out"), "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None)
+                                   start_new_session=True,
+                                   preexec_fn=die_with_parent_signal if die_with_parent else None)
     return MirrorMaker(process, log)
 
 

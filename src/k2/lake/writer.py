@@ -31,13 +31,30 @@ class Committed:
 
 
 def conform(batch: pa.Table, table: Table) -> pa.Table:
-    """Columns in the table's order and types (an optional field the batch lacks is null)."""
-    target = table.schema().as_arrow()
+    """Columns in the table's order and types (an optional field the batch lacks is null). A dictionary-encoded
+    column stays encoded (its values cast to the field's type) until `write_data_files` has sorted it."""
+    target = pa.schema([_kept_encoded(f, batch) for f in table.schema().as_arrow()])
     columns = [
         batch.column(f.name) if f.name in batch.column_names else pa.nulls(batch.num_rows, f.type)  # optional field
         for f in target
     ]
     return pa.Table.from_arrays(columns, names=target.names).cast(target)
+
+
+def _kept_encoded(field: pa.Field, batch: pa.Table) -> pa.Field:
+    if field.name not in batch.column_names or not pa.types.is_dictionary(batch.schema.field(field.name).type):
+        return field
+    return field.with_type(pa.dictionary(batch.schema.field(field.name).type.index_type, field.type))
+
+
+def _decoded(part: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns as plain ones: a file's Arrow schema says how its columns were held, and every
+    file of a table must read back with the same types."""
+    for index, field in enumerate(part.schema):
+        if pa.types.is_dictionary(field.type):
+            part = part.set_column(index, field.with_type(field.type.value_type), part.column(index).cast(
+                field.type.value_type))
+    return part
 
 
 def split_by_partition(rows: pa.Table, metadata: TableMetadata) -> list[tuple[PartitionKey | None, pa.Table]]:
@@ -83,7 +100,7 @@ def write_data_files(table: Table, batch: pa.Table) -> list[DataFile]:
     """Parquet files of `batch`, one or more per partition, sorted (written in parallel by pyiceberg); not yet
     committed, so invisible to readers until `commit_files`."""
     metadata = table.metadata
-    parts = split_by_partition(conform(batch, table), metadata)
+    parts = [(key, _decoded(part)) for key, part in split_by_partition(conform(batch, table), metadata)]
     target = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
                              TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
     assert target is not None
