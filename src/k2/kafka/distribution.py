@@ -23,21 +23,27 @@ from k2.filelock import exclusive
 LOG4J_BINDING = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.5")
 _COMPLETE = ".complete"
 
-# everything to a file under the broker's data dir, nothing to stdout; log4j's own shutdown hook off, or Kafka's
-# last shutdown lines are lost
-_LOG4J = """<Configuration status="WARN" shutdownHook="disable">
+
+def log4j_config(log_file: str, quiet: Sequence[str]) -> str:
+    """A log4j2 configuration: everything at INFO to `log_file` (a log4j lookup, e.g. a system property with a
+    default), the `quiet` loggers at WARN, nothing to stdout; log4j's own shutdown hook off, or the JVM's last
+    shutdown lines are lost."""
+    loggers = "".join(f'\n    <Logger name="{name}" level="WARN"/>' for name in quiet)
+    return f"""<Configuration status="WARN" shutdownHook="disable">
   <Appenders>
-    <File name="file" fileName="${sys:kafka.logs.dir:-.}/server.log" append="true">
+    <File name="file" fileName="{log_file}" append="true">
       <PatternLayout pattern="[%d] %p %m (%c)%n"/>
     </File>
   </Appenders>
-  <Loggers>
-    <Logger name="state.change.logger" level="WARN"/>
-    <Logger name="kafka.request.logger" level="WARN"/>
+  <Loggers>{loggers}
     <Root level="INFO"><AppenderRef ref="file"/></Root>
   </Loggers>
 </Configuration>
 """
+
+
+# the broker's log goes under its data dir
+_LOG4J = log4j_config("${sys:kafka.logs.dir:-.}/server.log", ["state.change.logger", "kafka.request.logger"])
 
 _SERVER = """process.roles=broker,controller
 node.id=1

@@ -25,7 +25,7 @@ from k2.errors import BrokerError
 from k2.filelock import exclusive
 from k2.kafka.broker import die_with_parent_signal
 from k2.kafka.config import client_config
-from k2.kafka.distribution import LOG4J_BINDING, copy_dependencies, java_binary
+from k2.kafka.distribution import LOG4J_BINDING, copy_dependencies, java_binary, log4j_config
 
 CONNECT_MIRROR_VERSION = "4.3.1"  # the newest org.apache.kafka:connect-mirror on Maven Central
 TOPICS = r"k2\..*|heartbeats"  # K2's topics (k2.trades.v1, ...) and MM2's heartbeats; never a remote topic (A.k2…)
@@ -33,32 +33,24 @@ JVM_OPTIONS = "-Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:CIC
 _COMPLETE = ".complete"
 _STARTED = "Kafka MirrorMaker started"
 
+_RUNTIME, _MIRROR = "org.apache.kafka.connect.runtime", "org.apache.kafka.connect.mirror"
 # to the file named by -Dk2.mirror.log; the clients' and Connect's dumps of every config they build stay out
-_LOG4J = """<Configuration status="WARN" shutdownHook="disable">
-  <Appenders>
-    <File name="file" fileName="${sys:k2.mirror.log:-mirrormaker.log}" append="true">
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-    </File>
-  </Appenders>
-  <Loggers>
-    <Logger name="org.apache.kafka.clients" level="WARN"/>
-    <Logger name="org.apache.kafka.common" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.runtime.WorkerConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.runtime.distributed.DistributedConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.runtime.ConnectorConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.runtime.SourceConnectorConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.runtime.TaskConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorMakerConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorConnectorConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorSourceConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorCheckpointConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorHeartbeatConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorSourceTaskConfig" level="WARN"/>
-    <Logger name="org.apache.kafka.connect.mirror.MirrorCheckpointTaskConfig" level="WARN"/>
-    <Root level="INFO"><AppenderRef ref="file"/></Root>
-  </Loggers>
-</Configuration>
-"""
+_LOG4J = log4j_config("${sys:k2.mirror.log:-mirrormaker.log}", [
+    "org.apache.kafka.clients",
+    "org.apache.kafka.common",
+    f"{_RUNTIME}.WorkerConfig",
+    f"{_RUNTIME}.distributed.DistributedConfig",
+    f"{_RUNTIME}.ConnectorConfig",
+    f"{_RUNTIME}.SourceConnectorConfig",
+    f"{_RUNTIME}.TaskConfig",
+    f"{_MIRROR}.MirrorMakerConfig",
+    f"{_MIRROR}.MirrorConnectorConfig",
+    f"{_MIRROR}.MirrorSourceConfig",
+    f"{_MIRROR}.MirrorCheckpointConfig",
+    f"{_MIRROR}.MirrorHeartbeatConfig",
+    f"{_MIRROR}.MirrorSourceTaskConfig",
+    f"{_MIRROR}.MirrorCheckpointTaskConfig",
+])
 
 
 # ------------------------------------------------------------------------------------------------- the jars
