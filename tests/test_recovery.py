@@ -196,6 +196,7 @@ def test_restore_refuses_what_it_cannot_do_and_says_why(settings: Settings, tmp_
     failed = _k2(elsewhere, "restore", target)
     assert failed.returncode == 1 and "outside the configured warehouse" in failed.stderr
     assert "Traceback" not in failed.stderr
+    assert "bytes" not in failed.stderr, failed.stderr  # the error alone: no empty progress bar before it
 
 
 def test_a_backup_racing_expiry_retries_and_still_restores_exactly(settings: Settings, tmp_path: Path) -> None:
