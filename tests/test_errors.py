@@ -66,6 +66,15 @@ def test_k2_home_that_does_not_exist(tmp_path: Path, command: str) -> None:
     assert not home.exists()  # a read must not create an empty home as a side effect
 
 
+def test_maintain_on_a_lake_with_no_table_yet_says_so_and_nothing_else(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run_k2("maintain", home=home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "nothing to maintain: the lake has no trades or quotes table yet (`k2 ingest` lands them)\n"
+    assert result.stderr == ""  # no progress display that never had anything to show (not even its blank line)
+
+
 @contextlib.contextmanager
 def _read_only(directory: Path) -> Iterator[Path]:
     """`directory` mounted read-only at another path (a real read-only file system: root ignores chmod)."""

@@ -65,6 +65,9 @@ def maintain(
     settings = writer_settings(home, maintain_retain_hours=retain_hours, maintain_keep_snapshots=keep,
                                maintain_orphan_min_age_hours=orphan_age_hours)
     report = maintain_with_progress(settings, tuple(Dataset(n) for n in chosen), min_files, compaction, expiry)
+    if (compaction or expiry) and not report.compactions and not report.expiries:
+        typer.echo(f"nothing to maintain: the lake has no {' or '.join(chosen)} table yet (`k2 ingest` lands them)")
+        return
     for name, done in report.compactions.items():
         if done.partitions == 0:
             typer.echo(f"{name}: already compact (no partition has {min_files} or more files)")

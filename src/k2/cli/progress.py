@@ -10,12 +10,14 @@ from typing import Any
 import pyarrow as pa
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TransferSpeedColumn,
 )
 
 from k2.cli.output import console
@@ -29,11 +31,37 @@ from k2.sources.csv_ticks import Layout
 from k2.sources.report import LoadStats
 
 
+class ShownOnFirstUpdate(Progress):
+    """A progress display that appears with its first update, so a command that fails before any work, or finds
+    none to do, prints its message alone: no empty bar, no blank line (rich prints one when a display stops)."""
+
+    def __enter__(self) -> ShownOnFirstUpdate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live.is_started:
+            self.stop()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.start()  # a no-op once started
+        super().update(*args, **kwargs)
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        self.start()
+        super().advance(*args, **kwargs)
+
+
 def _progress() -> Progress:
-    return Progress(
+    return ShownOnFirstUpdate(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     )
+
+
+def bytes_progress() -> Progress:
+    """Bytes done of a total, with the transfer rate: copies (`k2 backup`, `k2 restore`)."""
+    return ShownOnFirstUpdate(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                              TimeElapsedColumn(), console=console)
 
 
 def produce_with_progress(
@@ -94,6 +122,7 @@ def ingest_with_progress(
     """One consumer per dataset, at once, with a bar each counting landed rows."""
     with _progress() as bar:
         tasks = {d: bar.add_task(f"consume {d} → Iceberg", total=max_messages) for d in datasets}
+        bar.start()  # shown while it waits for the first records: ingest can wait long
 
         def update(dataset: Dataset, report: IngestReport) -> None:
             bar.update(tasks[dataset], completed=report.rows_landed)

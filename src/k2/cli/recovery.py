@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from k2.cli.common import HomeOption, parse_time, settings_for, writer_settings
-from k2.cli.output import console
 
 if TYPE_CHECKING:
     from k2.recovery.points import BackupPoint
@@ -20,23 +19,11 @@ WorkersOption = Annotated[int, typer.Option(min=1, max=64, help="Files copied at
 
 @contextmanager
 def _bytes_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A bar that appears with the first copied file: a refusal (or nothing to copy) prints no empty bar."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+    from k2.cli.progress import bytes_progress
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeElapsedColumn(), console=console)
-    task = bar.add_task(description, total=None)
-
-    def update(done: int, total: int) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if bar.live.is_started:
-            bar.stop()
+    with bytes_progress() as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def backup(
